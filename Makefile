@@ -1,0 +1,64 @@
+# Every target that runs code first brings .venv up to date with the pinned requirements,
+# so a fresh clone needs nothing but python3 (3.11) and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
+# Only used when no `campaign_store` Airflow connection is configured.
+export CAMPAIGNS_EMBEDDED_STORE ?= $(CURDIR)/.campaign-store
+
+.PHONY: help venv test demo up bench validate schema lock stop clean
+
+help:
+	@echo "make demo      fresh clone -> demo data -> two campaigns sent to a local mailbox"
+	@echo "make test      the test suite (needs PostgreSQL on 127.0.0.1:5432 or uses the embedded one)"
+	@echo "make up        Airflow standalone with the campaigns, UI on http://localhost:8080"
+	@echo "make bench     benchmarks, with bare baselines measured in the same run"
+	@echo "make validate  campaigns validate"
+	@echo "make schema    regenerate dags/campaigns/campaign.schema.json"
+	@echo "make lock      recompile requirements*.txt from requirements*.in"
+	@echo "make stop      stop the embedded PostgreSQL"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/python -m campaign_orchestrator.devtools.demo
+
+up: venv
+	$(BIN)/python -m campaign_orchestrator.devtools.standalone
+
+bench: venv
+	$(BIN)/python bench/run_all.py
+
+validate: venv
+	$(BIN)/campaigns validate
+
+schema: venv
+	$(BIN)/campaigns schema -o dags/campaigns/campaign.schema.json
+
+lock: venv
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --quiet --no-header
+	$(BIN)/uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 --quiet --no-header
+
+stop: venv
+	-$(BIN)/campaigns store stop
+
+clean: stop
+	rm -rf $(VENV) .airflow .campaign-store .mailbox test-artifacts

@@ -1,0 +1,180 @@
+"""How long one email takes to build: the stdlib baseline, our MIME builder, Jinja rendering.
+
+Run: ``.venv/bin/python bench/bench_mime.py [--n 20000] [--repeat 3]``. Each variant builds
+N messages for N distinct recipients (names, some non-ASCII); the best of ``--repeat`` runs
+is reported in µs per message.
+
+- ``stdlib``: ``EmailMessage`` + ``set_content``/``add_alternative`` (quoted-printable) and
+  ``BytesGenerator`` with the SMTP policy: what a straightforward implementation does.
+- ``mime``: :class:`MimeBuilder` on the same rendered subject and bodies.
+- ``render``: the three Jinja templates of a typical campaign, sandboxed.
+- ``renderer``: :class:`EmailRenderer.render`, i.e. render + Message-ID + MIME, end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from email.generator import BytesGenerator
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+from campaign_orchestrator.channels.base import Recipient  # noqa: E402
+from campaign_orchestrator.channels.email.mime import MimeBuilder  # noqa: E402
+from campaign_orchestrator.channels.email.render import EmailRenderer  # noqa: E402
+from campaign_orchestrator.channels.templating import template_environment  # noqa: E402
+from campaign_orchestrator.config.models import EmailStep  # noqa: E402
+from campaign_orchestrator.paths import ProjectPaths  # noqa: E402
+
+SENDER = "Acme Travel <news@acme.example>"
+REPLY_TO = "Acme Support <help@acme.example>"
+
+SUBJECT = "{{ profile.first_name }}, your {{ profile.city }} spring offers are here"
+TEXT = """Hello {{ profile.first_name }},
+
+Spring is here and {{ profile.city }} is waiting. As a {{ profile.tier }} member you get
+early access to our best offers:
+{% for i in range(5) %}
+  * Offer {{ i + 1 }}: 3 nights from {{ 199 + i * 20 }} EUR
+{%- endfor %}
+
+See you soon,
+The Acme Travel team
+
+You receive this email because you opted in. Message {{ message.id }}.
+"""
+HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Spring offers</title></head>
+<body style="font-family: Arial, sans-serif; color: #222;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0">
+<tr><td style="padding: 24px; background: #f4f4f4;">
+<h1 style="font-size: 24px;">Hello {{ profile.first_name }},</h1>
+<p style="font-size: 16px; line-height: 1.5;">Spring is here and {{ profile.city }} is waiting.
+As a <strong>{{ profile.tier }}</strong> member you get early access to our best offers.</p>
+{% for i in range(5) %}
+<div style="border: 1px solid #ddd; border-radius: 4px; padding: 12px; margin: 8px 0;">
+  <h2 style="font-size: 18px;">Offer {{ i + 1 }}</h2>
+  <p>3 nights from <b>{{ 199 + i * 20 }} &euro;</b> &mdash; breakfast included.</p>
+  <a href="https://acme.example/offers/{{ i }}?utm_source=email&amp;utm_campaign={{ campaign.id }}"
+     style="background: #0a66c2; color: #fff; padding: 8px 16px; text-decoration: none;">Book now</a>
+</div>
+{% endfor %}
+<p style="font-size: 12px; color: #888;">You receive this email because you opted in.
+Message {{ message.id }}.</p>
+</td></tr></table></body></html>
+"""
+
+FIRST_NAMES = ["Ana", "Jürgen", "Zoë", "Marie-Hélène", "Tom", "Łukasz", "Sofía", "Kenji", "Olivia", "Noah"]
+CITIES = ["Lisbon", "Köln", "Paris", "Kraków", "Madrid", "Tokyo", "London", "Oslo"]
+
+
+def recipients(n: int) -> list[Recipient]:
+    return [
+        Recipient(
+            profile_id=i,
+            entity_key="",
+            address=f"user{i}@example.com",
+            profile={
+                "first_name": FIRST_NAMES[i % len(FIRST_NAMES)],
+                "city": CITIES[i % len(CITIES)],
+                "tier": "gold" if i % 3 else "silver",
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def best(repeat: int, n: int, run) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    n = args.n
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "include" / "templates" / "spring"
+        folder.mkdir(parents=True)
+        (folder / "subject.txt").write_text(SUBJECT)
+        (folder / "body.txt").write_text(TEXT)
+        (folder / "body.html").write_text(HTML)
+        paths = ProjectPaths(root)
+        step = EmailStep(id="main", channel="email", template="spring", sender=SENDER, reply_to=REPLY_TO)
+        renderer = EmailRenderer(step, SimpleNamespace(id="spring", description="Spring offers"), 1, paths)
+        env = template_environment(paths.templates)
+        parts = [env.get_template(f"spring/{p}") for p in ("subject.txt", "body.txt", "body.html")]
+        people = recipients(n)
+
+        rendered: list[tuple[str, str, str, str, str]] = []
+
+        def render() -> None:
+            rendered.clear()
+            for r in people:
+                mid = f"<{r.profile_id}@acme.example>"
+                ctx = renderer.context(r, mid)
+                rendered.append((r.address, mid, *(t.render(ctx) for t in parts)))
+
+        def stdlib() -> None:
+            for address, mid, subject, text, html in rendered:
+                msg = EmailMessage(policy=SMTP)
+                msg["From"] = SENDER
+                msg["Reply-To"] = REPLY_TO
+                msg["To"] = address
+                msg["Subject"] = subject
+                msg["Date"] = formatdate(usegmt=True)
+                msg["Message-ID"] = mid
+                msg.set_content(text, cte="quoted-printable")
+                msg.add_alternative(html, subtype="html", cte="quoted-printable")
+                out = io.BytesIO()
+                BytesGenerator(out, policy=SMTP).flatten(msg)
+                out.getvalue()
+
+        builder = MimeBuilder(SENDER, REPLY_TO)
+
+        def ours() -> None:
+            build = builder.build
+            for address, mid, subject, text, html in rendered:
+                build(to=address, subject=subject, text=text, html=html, message_id=mid)
+
+        def end_to_end() -> None:
+            for r in people:
+                renderer.render(r)
+
+        results = {"render": best(args.repeat, n, render)}
+        results["stdlib"] = best(args.repeat, n, stdlib)
+        results["mime"] = best(args.repeat, n, ours)
+        results["renderer"] = best(args.repeat, n, end_to_end)
+        size = sum(len(renderer.render(r).payload) for r in people[:100]) / 100
+
+    print(f"{n:,} messages, best of {args.repeat}, ~{size:,.0f} bytes each (Python {sys.version.split()[0]})")
+    labels = {
+        "stdlib": "stdlib EmailMessage + BytesGenerator",
+        "mime": "MimeBuilder.build",
+        "render": "Jinja render (subject, text, html)",
+        "renderer": "EmailRenderer.render (render + MIME)",
+    }
+    for key in ("stdlib", "mime", "render", "renderer"):
+        print(f"  {labels[key]:<40} {results[key]:8.1f} µs/message")
+    print(f"  stdlib / MimeBuilder: {results['stdlib'] / results['mime']:.1f}x faster")
+    print(f"  MimeBuilder / render: {results['mime'] / results['render']:.2f} of the render cost")
+
+
+if __name__ == "__main__":
+    main()

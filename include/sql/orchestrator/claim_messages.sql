@@ -1,0 +1,38 @@
+-- Claim the next chunk of a batch for sending, re-checking consent and suppression at send
+-- time: a profile that opted out (or an address suppressed) after the audience was built is
+-- excluded here instead of claimed. FOR UPDATE SKIP LOCKED keeps concurrent claimers apart.
+WITH candidate AS (
+    SELECT m.profile_id, m.entity_key,
+           CASE
+               WHEN %(needs_consent)s AND c.status = 'opted_out' THEN 'consent_withdrawn'
+               WHEN %(needs_opt_in)s AND c.status IS DISTINCT FROM 'opted_in' THEN 'consent_withdrawn'
+               WHEN EXISTS (
+                   SELECT 1 FROM crm.suppression s
+                   WHERE s.channel = %(consent_channel)s AND s.address = lower(m.address)
+                     AND (%(needs_consent)s OR s.reason IN ('hard_bounce', 'complaint', 'invalid'))
+               ) THEN 'suppressed_during_run'
+           END AS late_reason
+    FROM campaign.message m
+    LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
+    WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
+      AND m.seq BETWEEN %(lo)s AND %(hi)s AND m.status = 'pending'
+    ORDER BY m.seq
+    LIMIT %(chunk)s
+    FOR UPDATE OF m SKIP LOCKED
+),
+claimed AS (
+    UPDATE campaign.message m
+    SET status = CASE WHEN candidate.late_reason IS NULL THEN 'sending' ELSE 'excluded' END,
+        reason = candidate.late_reason,
+        attempts = m.attempts + (candidate.late_reason IS NULL)::int,
+        claimed_at = now(),
+        updated_at = now()
+    FROM candidate
+    WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
+      AND m.profile_id = candidate.profile_id AND m.entity_key = candidate.entity_key
+    RETURNING m.profile_id, m.entity_key, m.address, m.seq, m.status
+)
+SELECT claimed.profile_id, claimed.entity_key, claimed.address, claimed.status{profile_fields}
+FROM claimed
+JOIN crm.profile p ON p.profile_id = claimed.profile_id
+ORDER BY claimed.seq

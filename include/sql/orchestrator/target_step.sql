@@ -1,0 +1,53 @@
+-- Turn a run's audience into one ledger row per message of a step. Every member gets a
+-- row: sendable ones status 'pending' with a dense seq (batches are seq ranges), excluded
+-- ones status 'excluded' with the first reason that applies, in this order:
+--   missing_address, invalid_address, opted_out, no_consent, suppressed, duplicate_address
+-- The address column is composed in as an identifier per channel; values are bound.
+WITH member AS (
+    SELECT m.profile_id,
+           m.entity_key,
+           nullif(btrim(p.{address}), '') AS address,
+           lower(btrim(p.{address})) AS normalized,
+           c.status AS consent
+    FROM campaign.audience_member m
+    JOIN crm.profile p ON p.profile_id = m.profile_id
+    LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
+    WHERE m.run_key = %(run_key)s
+),
+reasoned AS (
+    SELECT member.*,
+           CASE
+               WHEN address IS NULL THEN 'missing_address'
+               WHEN address !~ %(address_pattern)s THEN 'invalid_address'
+               WHEN %(needs_consent)s AND consent = 'opted_out' THEN 'opted_out'
+               WHEN %(needs_opt_in)s AND consent IS DISTINCT FROM 'opted_in' THEN 'no_consent'
+               WHEN EXISTS (
+                   SELECT 1 FROM crm.suppression s
+                   WHERE s.channel = %(consent_channel)s AND s.address = member.normalized
+                     AND (%(needs_consent)s OR s.reason IN ('hard_bounce', 'complaint', 'invalid'))
+               ) THEN 'suppressed'
+           END AS reason
+    FROM member
+),
+deduplicated AS (
+    -- Two profiles sharing an address: the lowest profile id keeps it.
+    SELECT reasoned.*,
+           CASE
+               WHEN reason IS NULL
+                AND dense_rank() OVER (PARTITION BY reason IS NULL, normalized ORDER BY profile_id) > 1
+               THEN 'duplicate_address'
+               ELSE reason
+           END AS final_reason
+    FROM reasoned
+)
+INSERT INTO campaign.message
+    (run_key, step_id, profile_id, entity_key, campaign_id, channel, purpose, seq, address, status, reason)
+SELECT %(run_key)s, %(step_id)s, profile_id, entity_key, %(campaign_id)s, %(channel)s, %(purpose)s,
+       CASE WHEN final_reason IS NULL
+            THEN row_number() OVER (PARTITION BY final_reason IS NULL ORDER BY profile_id, entity_key)
+       END,
+       address,
+       CASE WHEN final_reason IS NULL THEN 'pending' ELSE 'excluded' END,
+       final_reason
+FROM deduplicated
+ON CONFLICT DO NOTHING

@@ -1,0 +1,128 @@
+"""What every channel implements: a renderer (profile row -> payload) and a sender.
+
+A sender is opened once per batch (one provider connection per batch, not per message) and
+returns one :class:`Outcome` per message it was given, in order, never raising for a
+per-message problem: what the provider accepted must be recorded even when a later message
+of the same chunk fails. Outcomes:
+
+- ``sent``: accepted by the provider;
+- ``failed``: permanently refused (invalid address, unsubscribed…), never retried;
+- ``retry``: not accepted, safe to send again (connection refused, throttled, 4xx);
+- ``uncertain``: the connection broke after the message was handed over but before the
+  provider confirmed it; it is not resent unless the campaign says ``on_uncertain: resend``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from types import TracebackType
+
+
+@dataclass(slots=True)
+class Recipient:
+    """One message's target, as claimed from the ledger, with the profile fields it needs."""
+
+    profile_id: int
+    entity_key: str
+    address: str
+    profile: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Outbound:
+    recipient: Recipient
+    payload: Any
+    """Channel-specific: raw MIME bytes for email."""
+    message_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    status: Literal["sent", "failed", "retry", "uncertain"]
+    provider_message_id: str | None = None
+    reason: str | None = None
+    """Short code for a failure: 'rejected', 'render_error', …"""
+    error: str | None = None
+
+
+class TransientSendError(RuntimeError):
+    """Some messages could not be sent for now: the batch stops and the task is retried."""
+
+
+@dataclass
+class RenderFailure:
+    recipient: Recipient
+    error: str
+
+
+class Renderer(ABC):
+    @property
+    @abstractmethod
+    def profile_fields(self) -> Sequence[str]:
+        """Profile columns the templates reference: all a send fetches (the skinny profile)."""
+
+    @abstractmethod
+    def render(self, recipient: Recipient) -> Outbound: ...
+
+
+class Sender(ABC):
+    """A provider session for one batch."""
+
+    def __enter__(self) -> Sender:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    def send(self, messages: Sequence[Outbound]) -> list[Outcome]:
+        """Send ``messages``; return one outcome per message, in order."""
+
+
+@dataclass
+class BatchStats:
+    sent: int = 0
+    failed: int = 0
+    excluded_late: int = 0
+    uncertain: int = 0
+    returned_to_pending: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def count_failure(self, reason: str) -> None:
+        self.failed += 1
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "excluded_late": self.excluded_late,
+            "uncertain": self.uncertain,
+            "returned_to_pending": self.returned_to_pending,
+            "failures": dict(self.failures),
+        }
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

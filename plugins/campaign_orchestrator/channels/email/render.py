@@ -1,0 +1,103 @@
+"""Render one email step's templates for a recipient into wire-ready MIME bytes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+
+from campaign_orchestrator.channels.base import Outbound, Renderer
+from campaign_orchestrator.channels.email.mime import MimeBuilder
+from campaign_orchestrator.channels.registry import template_parts
+from campaign_orchestrator.channels.templating import check_templates, template_environment
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.config.models import EmailStep
+    from campaign_orchestrator.paths import ProjectPaths
+
+MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/campaign-orchestrator/message-id")
+"""Fixed forever: Message-IDs of past runs must stay reproducible."""
+
+
+class CampaignInfo(Protocol):
+    id: str
+    description: str
+
+
+def message_id(run_key: int, step_id: str, profile_id: int, entity_key: str, domain: str) -> str:
+    """The same message always gets the same Message-ID, across retries and attempts, so
+    a message resent after an uncertain outcome can be recognised as a duplicate."""
+    key = uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{run_key}:{step_id}:{profile_id}:{entity_key}")
+    return f"<{key}@{domain}>"
+
+
+class EmailRenderer(Renderer):
+    """Renders ``subject.txt``, ``body.txt`` and ``body.html`` of a step's template folder.
+
+    Templates are checked (only known names, profile fields named statically) and compiled
+    once, here; :meth:`render` only renders and assembles.
+
+    :param step: the email step.
+    :param campaign: the campaign; its ``id`` and ``description`` are in the template context.
+    :param run_key: the run, part of every Message-ID.
+    :param paths: project folders; templates are read from ``paths.templates``.
+    :param template: template folder under ``include/templates``; defaults to ``step.template``.
+    :param headers: extra headers identical for every message (e.g. ``X-Campaign``).
+    """
+
+    def __init__(
+        self,
+        step: EmailStep,
+        campaign: CampaignInfo,
+        run_key: int,
+        paths: ProjectPaths,
+        template: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.step = step
+        self.run_key = run_key
+        self.template = template or step.template
+        folder = paths.templates / self.template
+        parts = template_parts("email")
+        missing = [part for part in parts if not (folder / part).is_file()]
+        if missing:
+            raise FileNotFoundError(f"template {self.template!r} lacks {', '.join(missing)} in {folder}")
+        env = template_environment(paths.templates)
+        names = [f"{self.template}/{part}" for part in parts]
+        self._fields = check_templates(env, names)
+        self._subject, self._html, self._text = (
+            env.get_template(f"{self.template}/{part}") for part in ("subject.txt", "body.html", "body.txt")
+        )
+        self._mime = MimeBuilder(step.sender, step.reply_to, static_headers=headers)
+        self._campaign = {"id": campaign.id, "description": campaign.description}
+
+    @property
+    def profile_fields(self) -> Sequence[str]:
+        return self._fields
+
+    @property
+    def envelope_from(self) -> str:
+        """The sender's bare address: SMTP ``MAIL FROM`` and the SES ``Source``."""
+        return self._mime.envelope_from
+
+    def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
+        return {
+            "profile": recipient.profile,
+            "campaign": self._campaign,
+            "entity_key": recipient.entity_key,
+            "message": {"id": message_id},
+        }
+
+    def render(self, recipient: Recipient) -> Outbound:
+        mid = message_id(self.run_key, self.step.id, recipient.profile_id, recipient.entity_key, self._mime.domain)
+        context = self.context(recipient, mid)
+        payload = self._mime.build(
+            to=recipient.address,
+            subject=self._subject.render(context),
+            text=self._text.render(context),
+            html=self._html.render(context),
+            message_id=mid,
+        )
+        return Outbound(recipient=recipient, payload=payload, message_id=mid)

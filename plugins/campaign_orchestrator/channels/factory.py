@@ -1,0 +1,21 @@
+"""Pick the renderer and sender of a step by its channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from campaign_orchestrator.channels.base import Renderer, Sender
+    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.paths import ProjectPaths
+
+
+def build_channel(
+    step: Step, campaign: CampaignConfig, run_key: int, paths: ProjectPaths
+) -> tuple[Renderer, Callable[[], Sender]]:
+    if step.channel == "email":
+        from campaign_orchestrator.channels.email import build_email_channel
+
+        return build_email_channel(step, campaign, run_key, paths)
+    raise ValueError(f"no sender for channel {step.channel!r}")

@@ -1,0 +1,254 @@
+"""The authoring CLI: ``campaigns validate | schema | preview | render | report | store``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from campaign_orchestrator.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="campaigns", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check every campaign config, SQL file and template")
+    p.add_argument("path", nargs="?", help="a campaign file or folder (default: dags/campaigns)")
+    p.add_argument("--store", action="store_true", help="also plan each audience SQL in the campaign store")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of campaign files (for editors)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("preview", help="audience counts by stage, without sending or recording anything")
+    p.add_argument("campaign")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="override an audience param")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_preview)
+
+    p = sub.add_parser("render", help="show the exact message a profile would get, or why it would not")
+    p.add_argument("campaign")
+    p.add_argument("--profile", type=int, required=True)
+    p.add_argument("--step", help="step id (default: the first step)")
+    p.add_argument("--raw", action="store_true", help="print the raw MIME message")
+    p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("report", help="print the report of a campaign's latest run (or of every campaign)")
+    p.add_argument("campaign", nargs="?")
+    p.add_argument("--run", help="Airflow run id (default: latest)")
+    p.set_defaults(handler=cmd_report)
+
+    store = sub.add_parser("store", help="manage the campaign store").add_subparsers(metavar="ACTION")
+    s = store.add_parser("migrate", help="apply pending schema migrations")
+    s.set_defaults(handler=cmd_store_migrate)
+    s = store.add_parser("demo-data", help="replace the crm data with deterministic demo data")
+    s.add_argument("--profiles", type=int, default=10_000)
+    s.add_argument("--seed", type=int, default=42)
+    s.set_defaults(handler=cmd_store_demo_data)
+    s = store.add_parser("stop", help="stop the embedded PostgreSQL, if one runs")
+    s.set_defaults(handler=cmd_store_stop)
+    return parser
+
+
+# -- validate / schema ------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.config.loader import load_campaigns
+    from campaign_orchestrator.run.checks import check_campaign_deep, check_campaign_in_store
+
+    paths = ProjectPaths.discover()
+    target = Path(args.path) if args.path else paths.campaigns
+    folder = target if target.is_dir() else target.parent
+    result = load_campaigns(folder, paths)
+    errors = [e for e in result.errors if target.is_dir() or e.path == target]
+    configs = {cid: pc for cid, pc in result.configs.items() if target.is_dir() or pc[0] == target}
+    messages = [e.render() for e in errors]
+    for campaign_id, (path, config) in configs.items():
+        messages += [f"{path}: {p}" for p in check_campaign_deep(config, paths)]
+    if args.store and configs:
+        from campaign_orchestrator.store.connect import store_connection
+
+        with store_connection() as conn:
+            for campaign_id, (path, config) in configs.items():
+                messages += [f"{path}: {p}" for p in check_campaign_in_store(conn, config, paths)]
+    for message in messages:
+        print(message, file=sys.stderr)
+    checked = len(configs) + len(errors)
+    if messages:
+        print(f"{len(messages)} problem(s) in {checked} campaign file(s)", file=sys.stderr)
+        return 1
+    print(f"{checked} campaign file(s) OK" + (" (checked against the store)" if args.store else ""))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.config.schema import campaign_json_schema
+
+    text = json.dumps(campaign_json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+# -- preview / render ---------------------------------------------------------------------------
+
+
+def _load_one(campaign_id: str):
+    from campaign_orchestrator.config.loader import load_campaigns
+
+    paths = ProjectPaths.discover()
+    result = load_campaigns(paths.campaigns, paths)
+    for error in result.errors:
+        if error.campaign_id == campaign_id:
+            raise CliError(f"the campaign config is invalid:\n{error.render()}")
+    if campaign_id not in result.configs:
+        known = ", ".join(sorted(result.configs)) or "none"
+        raise CliError(f"no campaign {campaign_id!r} in {paths.campaigns}; known: {known}")
+    return paths, result.configs[campaign_id][1]
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--param {pair!r}: write NAME=VALUE")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.preview import preview_campaign
+    from campaign_orchestrator.store.connect import store_connection
+
+    paths, config = _load_one(args.campaign)
+    with store_connection() as conn:
+        preview = preview_campaign(conn, config, paths, _parse_params(args.param))
+    if args.json:
+        print(json.dumps(preview.as_dict(), indent=2))
+    else:
+        print(preview.format())
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.preview import render_for_profile
+    from campaign_orchestrator.store.connect import store_connection
+
+    paths, config = _load_one(args.campaign)
+    step = config.step(args.step) if args.step else config.steps[0]
+    with store_connection() as conn:
+        outcome = render_for_profile(conn, config, step, paths, args.profile)
+    if outcome.excluded_reason:
+        print(f"profile {args.profile} gets no message from step {step.id}: {outcome.excluded_reason}")
+        return 0
+    assert outcome.payload is not None
+    if args.raw:
+        sys.stdout.buffer.write(outcome.payload)
+    else:
+        print(outcome.readable())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.report import compute_report, format_report
+    from campaign_orchestrator.store.connect import store_connection
+
+    paths = ProjectPaths.discover()
+    from campaign_orchestrator.config.loader import load_campaigns
+
+    configs = load_campaigns(paths.campaigns, paths).configs
+    with store_connection() as conn:
+        query = """
+            SELECT DISTINCT ON (campaign_id) run_key, campaign_id, dag_run_id, status, coalesce(audience_size, 0)
+            FROM campaign.run WHERE (%(campaign)s::text IS NULL OR campaign_id = %(campaign)s)
+              AND (%(run)s::text IS NULL OR dag_run_id = %(run)s)
+            ORDER BY campaign_id, started_at DESC
+        """
+        runs = conn.execute(query, {"campaign": args.campaign, "run": args.run}).fetchall()
+        if not runs:
+            raise CliError("no run found" + (f" for {args.campaign}" if args.campaign else ""))
+        for run_key, campaign_id, dag_run_id, status, size in runs:
+            steps = conn.execute(
+                "SELECT step_id, channel FROM campaign.run_step WHERE run_key = %s ORDER BY step_id", (run_key,)
+            ).fetchall()
+            if campaign_id in configs:
+                order = {s.id: i for i, s in enumerate(configs[campaign_id][1].steps)}
+                steps.sort(key=lambda s: order.get(s[0], 99))
+            reports = compute_report(conn, run_key, [tuple(s) for s in steps])
+            print(f"[{status}] run {dag_run_id}")
+            print(format_report(campaign_id, size, reports))
+            print()
+    return 0
+
+
+# -- store ------------------------------------------------------------------------------------
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.store.connect import store_connection
+    from campaign_orchestrator.store.migrations import migrate
+
+    with store_connection() as conn:
+        applied = migrate(conn, ProjectPaths.discover().migrations)
+    print("applied: " + ", ".join(m.path.name for m in applied) if applied else "store schema is up to date")
+    return 0
+
+
+def cmd_store_demo_data(args: argparse.Namespace) -> int:
+    import time
+
+    from campaign_orchestrator.store.connect import store_connection
+    from campaign_orchestrator.store.demo_data import generate_demo_data
+    from campaign_orchestrator.store.migrations import migrate
+
+    with store_connection() as conn:
+        migrate(conn, ProjectPaths.discover().migrations)
+        started = time.perf_counter()
+        counts = generate_demo_data(conn, profiles=args.profiles, seed=args.seed)
+    elapsed = time.perf_counter() - started
+    print(", ".join(f"{table}: {n:,}" for table, n in counts.items()) + f" ({elapsed:.1f}s)")
+    return 0
+
+
+def cmd_store_stop(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.store.embedded import embedded_store_dir, stop_embedded_store
+
+    folder = embedded_store_dir()
+    if folder is None:
+        raise CliError("CAMPAIGNS_EMBEDDED_STORE is not set; nothing to stop")
+    print("stopped" if stop_embedded_store(folder) else "not running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Load campaign YAML files, merge the shared defaults, validate, and report errors.
+
+Loading never raises for a bad campaign: each file yields either a validated
+:class:`CampaignConfig` or a :class:`ConfigError` naming the file, the line, the field path
+and what would be valid. One broken file therefore never hides the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.paths import ProjectPaths
+
+DEFAULTS_FILE = "_defaults.yaml"
+
+try:  # the C loader is ~10x faster; parse time matters with thousands of campaigns
+    _SafeLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - libyaml missing
+    _SafeLoader = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in one file."""
+
+    field: str
+    message: str
+    line: int | None = None
+
+    def render(self, path: Path) -> str:
+        where = f"{path}:{self.line}" if self.line else str(path)
+        return f"{where}: {self.field or '(file)'}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    """A campaign file that cannot become a DAG, with every problem found in it."""
+
+    path: Path
+    campaign_id: str
+    problems: tuple[ConfigProblem, ...]
+
+    def render(self) -> str:
+        return "\n".join(p.render(self.path) for p in self.problems)
+
+
+@dataclass
+class LoadResult:
+    configs: dict[str, tuple[Path, CampaignConfig]] = field(default_factory=dict)
+    errors: list[ConfigError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def campaign_files(config_dir: Path) -> list[Path]:
+    files = [*config_dir.glob("*.yaml"), *config_dir.glob("*.yml")]
+    return sorted(p for p in files if p.name not in (DEFAULTS_FILE, "_defaults.yml"))
+
+
+def load_campaigns(
+    config_dir: Path, paths: ProjectPaths | None = None, only_id: str | None = None
+) -> LoadResult:
+    """Load every campaign in ``config_dir``; with ``only_id``, validate just that one fully.
+
+    ``only_id`` serves Airflow's parsing context: a worker running one task needs one DAG, so
+    other files are read only far enough to learn their ids.
+    """
+    paths = paths or ProjectPaths.discover()
+    result = LoadResult()
+    defaults, defaults_error = _read_defaults(config_dir)
+    if defaults_error:
+        result.errors.append(defaults_error)
+    seen_in: dict[str, Path] = {}
+    for path in campaign_files(config_dir):
+        loaded = load_campaign_file(path, defaults, paths, only_id=only_id)
+        if loaded is None:
+            continue
+        if isinstance(loaded, ConfigError):
+            result.errors.append(loaded)
+            continue
+        if loaded.id in seen_in:
+            result.errors.append(
+                ConfigError(
+                    path,
+                    f"{loaded.id}__duplicate",
+                    (ConfigProblem("id", f"{loaded.id!r} is already used by {seen_in[loaded.id]}; ids must be unique"),),
+                )
+            )
+            continue
+        seen_in[loaded.id] = path
+        result.configs[loaded.id] = (path, loaded)
+    return result
+
+
+def load_campaign_file(
+    path: Path, defaults: dict[str, Any], paths: ProjectPaths, only_id: str | None = None
+) -> CampaignConfig | ConfigError | None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=_SafeLoader)
+        raw = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        return ConfigError(path, _fallback_id(path), (ConfigProblem("", f"not valid YAML: {exc}", line),))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return ConfigError(path, _fallback_id(path), (ConfigProblem("", "must be a mapping of campaign fields"),))
+    raw.setdefault("id", path.stem)
+    if only_id is not None and raw.get("id") != only_id:
+        return None
+    merged = deep_merge(defaults, raw)
+    missing_files = check_references(merged, paths, node)
+    try:
+        config = CampaignConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = [_problem_from_pydantic(err, node) for err in exc.errors()]
+        return ConfigError(path, _safe_id(raw, path), tuple(problems + missing_files))
+    if missing_files:
+        return ConfigError(path, config.id, tuple(missing_files))
+    return config
+
+
+def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node | None = None) -> list[ConfigProblem]:
+    """Files a config names must exist: cheap filesystem checks, safe at parse time.
+
+    Works on the raw mapping so that a file with a model error still gets its missing
+    files reported in the same pass.
+    """
+    from campaign_orchestrator.channels.registry import CHANNELS
+
+    problems = []
+    audience = raw.get("audience")
+    sql = audience.get("sql") if isinstance(audience, dict) else None
+    if isinstance(sql, str) and sql.endswith(".sql") and not (paths.sql / sql).is_file():
+        problems.append(
+            ConfigProblem(
+                "audience.sql",
+                f"file not found: {paths.sql / sql}; create it or fix the path (relative to include/sql/)",
+                _line_of(node, ("audience", "sql")),
+            )
+        )
+    steps = raw.get("steps")
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict) or step.get("channel") not in CHANNELS or not isinstance(step.get("template"), str):
+            continue
+        folder = paths.templates / step["template"]
+        missing = [part for part in CHANNELS[step["channel"]].template_parts if not (folder / part).is_file()]
+        if missing:
+            problems.append(
+                ConfigProblem(
+                    f"steps[{index}].template",
+                    f"template {step['template']!r} lacks {', '.join(missing)} in {folder}",
+                    _line_of(node, ("steps", index, "template")),
+                )
+            )
+    return problems
+
+
+def _read_defaults(config_dir: Path) -> tuple[dict[str, Any], ConfigError | None]:
+    path = config_dir / DEFAULTS_FILE
+    if not path.is_file():
+        return {}, None
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader) or {}
+    except yaml.YAMLError as exc:
+        return {}, ConfigError(path, "_defaults", (ConfigProblem("", f"not valid YAML: {exc}"),))
+    if not isinstance(data, dict):
+        return {}, ConfigError(path, "_defaults", (ConfigProblem("", "must be a mapping of campaign fields"),))
+    if "id" in data or "steps" in data:
+        return {}, ConfigError(
+            path, "_defaults", (ConfigProblem("id" if "id" in data else "steps", "defaults cannot set this field"),)
+        )
+    return data, None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in ``override`` replaces ``base``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _fallback_id(path: Path) -> str:
+    return path.stem.lower().replace("-", "_")
+
+
+def _safe_id(raw: dict[str, Any], path: Path) -> str:
+    value = raw.get("id")
+    return value if isinstance(value, str) and value else _fallback_id(path)
+
+
+def _problem_from_pydantic(err: dict[str, Any], node: yaml.Node | None) -> ConfigProblem:
+    loc = _strip_union_tags(tuple(err["loc"]))
+    field_path = _format_loc(loc)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = f"unknown field {loc[-1]!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        if allowed:
+            message += f" Valid fields here: {', '.join(sorted(allowed))}"
+    elif err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        discriminator = str(ctx.get("discriminator", "tag")).strip("'")
+        loc = (*loc, discriminator)
+        field_path = _format_loc(loc)
+        message = f"unknown {discriminator} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    elif "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+        message += f" (got {err['input']!r})"
+    return ConfigProblem(field_path, message, _line_of(node, loc))
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Pydantic puts the discriminator value in the path (steps.0.email.template); users wrote steps[0].template."""
+    from campaign_orchestrator.channels.registry import CHANNELS
+
+    out: list[Any] = []
+    for part in loc:
+        if out and isinstance(out[-1], int) and part in CHANNELS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found at ``loc``, for 'did you mean'."""
+    from campaign_orchestrator.config.models import EmailStep
+
+    model: type[BaseModel] | None = CampaignConfig
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        if model is CampaignConfig and part == "steps":
+            model = EmailStep
+            continue
+        info = model.model_fields.get(part)
+        annotation = getattr(info, "annotation", None) if info else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(model.model_fields) if model else []
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node on ``loc`` that exists in the file."""
+    line = None
+    current = node
+    for part in loc:
+        if isinstance(current, yaml.MappingNode):
+            nxt = None
+            for key_node, value_node in current.value:
+                if key_node.value == part:
+                    line = key_node.start_mark.line + 1
+                    nxt = value_node
+                    break
+            current = nxt
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
+            current = current.value[part]
+            line = current.start_mark.line + 1
+        else:
+            break
+    return line

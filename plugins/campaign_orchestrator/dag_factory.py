@@ -1,0 +1,182 @@
+"""Build one Airflow DAG per campaign config. Called from a thin file in dags/.
+
+Parse-time rules: read YAML and build DAG objects, nothing else. No database, network,
+connection or Variable access happens here; the tasks do that when they run. When Airflow
+runs a single task it tells us which DAG it needs (the parsing context) and only that
+campaign is built.
+
+A broken config does not take the other campaigns down and does not disappear: it becomes
+a placeholder DAG (tag ``invalid-config``) whose docs show the errors and whose only task
+fails with them, and the companion file ``dags/campaign_config_errors.py`` raises them as an
+import error, which the Airflow UI lists prominently.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from campaign_orchestrator.config.loader import ConfigError, LoadResult, load_campaigns
+from campaign_orchestrator.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+    from campaign_orchestrator.config.models import CampaignConfig
+
+INVALID_TAG = "invalid-config"
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+
+
+def build_dags(namespace: dict[str, Any], config_dir: Path | None = None) -> LoadResult:
+    """Build every campaign's DAG (or only the one Airflow asks for) into ``namespace``."""
+    from airflow.sdk import get_parsing_context
+
+    paths = ProjectPaths.discover()
+    wanted = get_parsing_context().dag_id
+    result = load_campaigns(config_dir or paths.campaigns, paths, only_id=wanted)
+    for campaign_id, (path, config) in result.configs.items():
+        namespace[f"campaign_{campaign_id}"] = build_campaign_dag(config, path, paths)
+    for error in result.errors:
+        if wanted is None or wanted == error.campaign_id:
+            namespace[f"invalid_campaign_{error.campaign_id}"] = build_invalid_dag(error)
+    return result
+
+
+def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) -> DAG:
+    from airflow.sdk import DAG, Param, TriggerRule
+
+    from campaign_orchestrator.operators.campaign import (
+        EvaluateAudienceOperator,
+        FinalizeRunOperator,
+        PlanBatchesOperator,
+        PrepareRunOperator,
+        SendBatchOperator,
+        TargetStepOperator,
+    )
+
+    schedule, start, end = _schedule(config)
+    common = {"campaign_file": str(path), "campaign_id": config.id}
+    with DAG(
+        dag_id=config.id,
+        description=config.description[:200] or None,
+        doc_md=_doc(config, path),
+        schedule=schedule,
+        start_date=start,
+        end_date=end,
+        catchup=False,
+        # Overlapping runs of one campaign would each send to the same people.
+        max_active_runs=1,
+        tags=sorted({"campaign", *config.tags}),
+        default_args={
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": config.retry_delay,
+            "retry_exponential_backoff": False,
+        },
+        params={
+            "override_max_audience": Param(
+                False,
+                type="boolean",
+                title="Override the audience-size guardrail",
+                description=f"Send even if the audience exceeds guardrails.max_audience "
+                f"({config.guardrails.max_audience or 'not set'}).",
+            ),
+        },
+        template_searchpath=[str(paths.sql), str(paths.templates)],
+    ) as dag:
+        prepare = PrepareRunOperator(task_id="prepare_run", **common)
+        evaluate = EvaluateAudienceOperator(task_id="evaluate_audience", **common)
+        finalize = FinalizeRunOperator(task_id="finalize_report", trigger_rule=TriggerRule.ALL_DONE, retries=0, **common)
+        prepare >> evaluate
+        for step in config.steps:
+            target = TargetStepOperator(task_id=f"target_{step.id}", step_id=step.id, **common)
+            plan = PlanBatchesOperator(task_id=f"plan_{step.id}", step_id=step.id, **common)
+            send = SendBatchOperator.partial(
+                task_id=f"send_{step.id}",
+                step_id=step.id,
+                map_index_template=(
+                    "batch {{ task.batch['index'] }}/{{ task.batch['of'] }} · "
+                    "{{ '{:,}'.format(task.batch['size']) }} msgs"
+                ),
+                **common,
+            ).expand(batch=plan.output)
+            evaluate >> target >> plan >> send >> finalize
+    return dag
+
+
+def build_invalid_dag(error: ConfigError) -> DAG:
+    from airflow.sdk import DAG
+
+    from campaign_orchestrator.operators.campaign import ConfigErrorOperator
+
+    rendered = error.render()
+    with DAG(
+        dag_id=error.campaign_id,
+        description=f"INVALID CONFIG: {error.problems[0].message}"[:200],
+        doc_md=f"## This campaign's config is invalid\n\n```\n{rendered}\n```\n\nRun `campaigns validate` locally.",
+        schedule=None,
+        start_date=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
+        catchup=False,
+        tags=[INVALID_TAG],
+    ) as dag:
+        ConfigErrorOperator(task_id="config_error", errors=rendered, retries=0)
+    return dag
+
+
+def config_error_summary(config_dir: Path | None = None) -> str | None:
+    """All config errors as one message, or None: raised by dags/campaign_config_errors.py."""
+    paths = ProjectPaths.discover()
+    result = load_campaigns(config_dir or paths.campaigns, paths)
+    if result.ok:
+        return None
+    files = "\n\n".join(error.render() for error in result.errors)
+    return (
+        f"{len(result.errors)} campaign config file(s) are invalid; their DAGs fail until fixed "
+        f"(the other campaigns are unaffected):\n\n{files}"
+    )
+
+
+def _schedule(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]:
+    from airflow.sdk import CronTriggerTimetable
+
+    tz = ZoneInfo(config.timezone)
+    start = _localize(config.valid.start, tz)
+    end = _localize(config.valid.end, tz, end_of_day=True) if config.valid.end is not None else None
+    sched = config.schedule
+    if sched.manual:
+        return None, start, end
+    if sched.once is not None:
+        return "@once", _localize(sched.once, tz), end
+    cron = CRON_PRESETS.get(sched.cron, sched.cron)
+    # Trigger semantics: a campaign scheduled at 09:00 runs at 09:00 local time, not at the
+    # end of a data interval; the time zone makes DST changes move with local time.
+    return CronTriggerTimetable(cron, timezone=config.timezone), start, end
+
+
+def _localize(value: datetime | date, tz: ZoneInfo, end_of_day: bool = False) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=tz)
+    moment = datetime.combine(value, time.max if end_of_day else time.min)
+    return moment.replace(tzinfo=tz) if not end_of_day else moment.replace(tzinfo=tz, microsecond=0)
+
+
+def _doc(config: CampaignConfig, path: Path) -> str:
+    steps = "\n".join(f"- **{s.id}**: {s.channel} ({s.purpose}), template `{s.template}`" for s in config.steps)
+    return (
+        f"### {config.id}\n\n{config.description}\n\n"
+        f"- config: `{path.name}`\n- audience: `include/sql/{config.audience.sql}`\n"
+        f"- owner: {config.owner}\n\n**Steps**\n\n{steps}\n"
+    )
+
+
+__all__ = ["build_campaign_dag", "build_dags", "build_invalid_dag", "config_error_summary"]

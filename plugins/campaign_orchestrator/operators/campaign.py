@@ -1,0 +1,253 @@
+"""The tasks of a campaign run. Each operator stores its arguments and calls the library.
+
+Operators open no connection in ``__init__``: DAG files build them at parse time. At run time
+each task reloads its campaign's config from the same file the DAG was built from, and finds
+its run in the store by the DAG run id, so XCom carries only counts and batch bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from campaign_orchestrator.channels.base import TransientSendError
+from campaign_orchestrator.config.loader import ConfigError, load_campaign_file, _read_defaults
+from campaign_orchestrator.paths import ProjectPaths
+from campaign_orchestrator.store.connect import store_connection
+
+if TYPE_CHECKING:
+    import psycopg
+    from airflow.sdk import Context
+
+    from campaign_orchestrator.config.models import CampaignConfig
+
+log = logging.getLogger(__name__)
+
+
+class CampaignOperator(BaseOperator):
+    """Base of the campaign tasks: knows its campaign file and how to reach the store."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, campaign_file: str, campaign_id: str, store_conn_id: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.campaign_file = campaign_file
+        self.campaign_id = campaign_id
+        self.store_conn_id = store_conn_id
+
+    @cached_property
+    def paths(self) -> ProjectPaths:
+        return ProjectPaths.discover()
+
+    @cached_property
+    def campaign(self) -> CampaignConfig:
+        path = Path(self.campaign_file)
+        defaults, defaults_error = _read_defaults(path.parent)
+        if defaults_error:
+            raise AirflowFailException(defaults_error.render())
+        loaded = load_campaign_file(path, defaults, self.paths)
+        if isinstance(loaded, ConfigError):
+            raise AirflowFailException(f"The campaign config is invalid:\n{loaded.render()}")
+        if loaded is None or loaded.id != self.campaign_id:
+            raise AirflowFailException(f"{path} no longer defines campaign {self.campaign_id!r}")
+        return loaded
+
+    def connect(self) -> psycopg.Connection:
+        return store_connection(self.store_conn_id)
+
+    def run_key(self, conn: psycopg.Connection, context: Context) -> int:
+        row = conn.execute(
+            "SELECT run_key FROM campaign.run WHERE campaign_id = %s AND dag_run_id = %s",
+            (self.campaign_id, context["run_id"]),
+        ).fetchone()
+        if row is None:
+            raise AirflowFailException(
+                f"run {context['run_id']} of {self.campaign_id} is not registered; the prepare task must run first"
+            )
+        return int(row[0])
+
+
+class PrepareRunOperator(CampaignOperator):
+    """Apply pending store migrations, check templates, and register the run."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.run.checks import check_campaign_templates, check_profile_fields
+        from campaign_orchestrator.run.runs import register_run
+        from campaign_orchestrator.store.migrations import migrate
+
+        config = self.campaign
+        problems = check_campaign_templates(config, self.paths)
+        if problems:
+            raise AirflowFailException("Templates of this campaign cannot be rendered:\n" + "\n".join(problems))
+        with self.connect() as conn:
+            applied = migrate(conn, self.paths.migrations)
+            if applied:
+                log.info("Applied store migrations: %s", ", ".join(m.path.name for m in applied))
+            problems = check_profile_fields(conn, config, self.paths)
+            if problems:
+                raise AirflowFailException("Templates use fields the store lacks:\n" + "\n".join(problems))
+            params = dict(context["params"]) if context.get("params") else {}
+            run_key = register_run(conn, config.id, context["run_id"], context.get("logical_date"), params)
+        log.info("Run %s of campaign %s registered as run_key %s", context["run_id"], config.id, run_key)
+        return {"run_key": run_key}
+
+
+class EvaluateAudienceOperator(CampaignOperator):
+    """Evaluate the audience SQL inside PostgreSQL into the run's frozen snapshot."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.run.audience import AudienceError, GuardrailExceeded, evaluate_audience
+
+        config = self.campaign
+        params = context.get("params") or {}
+        limit = None if params.get("override_max_audience") else config.guardrails.max_audience
+        with self.connect() as conn:
+            run_key = self.run_key(conn, context)
+            try:
+                result = evaluate_audience(
+                    conn, run_key, self.paths.sql / config.audience.sql, dict(config.audience.params), limit
+                )
+            except (AudienceError, GuardrailExceeded) as exc:
+                raise AirflowFailException(str(exc)) from exc
+        log.info("Audience: %s members%s", f"{result.size:,}", " (frozen earlier)" if result.frozen_earlier else "")
+        return {"audience_size": result.size}
+
+
+class TargetStepOperator(CampaignOperator):
+    """Apply consent, suppression and address rules of one step; write its ledger rows."""
+
+    def __init__(self, *, step_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_id = step_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.run.targeting import target_step
+
+        config = self.campaign
+        step = config.step(self.step_id)
+        with self.connect() as conn:
+            result = target_step(conn, self.run_key(conn, context), config, step)
+        for reason, count in result.excluded.items():
+            log.info("Excluded %s: %s", reason, f"{count:,}")
+        log.info("Step %s: %s sendable messages", step.id, f"{result.sendable:,}")
+        return {"sendable": result.sendable, "excluded": result.excluded}
+
+
+class PlanBatchesOperator(CampaignOperator):
+    """Cut a step's sendable messages into batch bounds, the only thing mapped sends receive."""
+
+    def __init__(self, *, step_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_id = step_id
+
+    def execute(self, context: Context) -> list[dict[str, int]]:
+        from campaign_orchestrator.run.targeting import plan_batches
+
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT sendable FROM campaign.run_step WHERE run_key = %s AND step_id = %s",
+                (self.run_key(conn, context), self.step_id),
+            ).fetchone()
+        sendable = int(row[0]) if row else 0
+        batches = plan_batches(sendable, self.campaign.batch_size)
+        if not batches:
+            log.info("Nothing to send for step %s: the send tasks are skipped", self.step_id)
+        else:
+            log.info("%s messages in %s batches of up to %s", f"{sendable:,}", len(batches), self.campaign.batch_size)
+        return batches
+
+
+class SendBatchOperator(CampaignOperator):
+    """Send one batch of one step; mapped over the planned batch bounds."""
+
+    template_fields = ("batch",)
+
+    def __init__(self, *, step_id: str, batch: dict[str, int] | Any, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_id = step_id
+        self.batch = batch
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.channels.factory import build_channel
+        from campaign_orchestrator.run.send import Batch, BatchSender
+
+        config = self.campaign
+        step = config.step(self.step_id)
+        batch = Batch.from_xcom(self.batch)
+        with self.connect() as conn:
+            run_key = self.run_key(conn, context)
+        renderer, open_sender = build_channel(step, config, run_key, self.paths)
+        sender = BatchSender(
+            self.connect, run_key, step, renderer, open_sender, on_uncertain=config.on_uncertain
+        )
+        log.info("Sending %s of step %s", batch.label(), step.id)
+        try:
+            stats = sender.run(batch)
+        except TransientSendError as exc:
+            # An ordinary failure: Airflow retries the task, which resumes from the ledger.
+            raise RuntimeError(str(exc)) from exc
+        log.info("%s done: %s", batch.label(), stats.as_dict())
+        return stats.as_dict()
+
+
+class FinalizeRunOperator(CampaignOperator):
+    """Compute the run report from the ledger, store it, print it; fail if anything is unsent."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.run.report import compute_report, format_report, store_report
+        from campaign_orchestrator.run.runs import finish_run
+
+        config = self.campaign
+        with self.connect() as conn:
+            run_key = self.run_key(conn, context)
+            run = conn.execute(
+                "SELECT evaluated_at, coalesce(audience_size, 0) FROM campaign.run WHERE run_key = %s", (run_key,)
+            ).fetchone()
+            targeted_steps = {
+                r[0] for r in conn.execute("SELECT step_id FROM campaign.run_step WHERE run_key = %s", (run_key,))
+            }
+            reports = compute_report(conn, run_key, [(s.id, s.channel) for s in config.steps])
+            store_report(conn, run_key, reports)
+            problems = []
+            if run[0] is None:
+                problems.append("the audience was never evaluated (see the evaluate_audience task)")
+            problems += [f"step {s.id} was never targeted" for s in config.steps if s.id not in targeted_steps]
+            problems += [
+                f"step {r.step_id}: {r.pending:,} messages still pending after all send attempts"
+                for r in reports
+                if r.pending
+            ]
+            finish_run(conn, run_key, succeeded=not problems)
+        log.info("Run report\n%s", format_report(config.id, int(run[1]), reports))
+        if problems:
+            raise AirflowFailException("The run did not complete: " + "; ".join(problems))
+        return {"audience_size": int(run[1]), "steps": [r.as_dict() for r in reports]}
+
+
+class ConfigErrorOperator(BaseOperator):
+    """Stands in for a campaign whose config is invalid: fails with the validation errors."""
+
+    ui_color = "#f8d7da"
+
+    def __init__(self, *, errors: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.errors = errors
+
+    def execute(self, context: Context) -> None:
+        raise AirflowFailException(f"This campaign's config is invalid; fix it and the DAG comes back:\n{self.errors}")
+
+
+__all__ = [
+    "ConfigErrorOperator",
+    "EvaluateAudienceOperator",
+    "FinalizeRunOperator",
+    "PlanBatchesOperator",
+    "PrepareRunOperator",
+    "SendBatchOperator",
+    "TargetStepOperator",
+]

@@ -1,0 +1,144 @@
+"""Counts and messages without sending: ``campaigns preview`` and ``campaigns render``.
+
+Both run the real evaluation and targeting SQL inside a transaction that is rolled back, so
+the numbers are exactly those a run would see now, and nothing is recorded or sent.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from campaign_orchestrator.run.audience import evaluate_audience
+from campaign_orchestrator.run.runs import register_run
+from campaign_orchestrator.run.targeting import plan_batches, target_step
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.paths import ProjectPaths
+
+
+@dataclass
+class StepPreview:
+    step_id: str
+    channel: str
+    sendable: int
+    excluded: dict[str, int]
+    batches: int
+    seconds: float
+
+
+@dataclass
+class Preview:
+    campaign_id: str
+    audience_size: int
+    audience_seconds: float
+    guardrail: int | None
+    steps: list[StepPreview] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign_id,
+            "audience": self.audience_size,
+            "audience_seconds": round(self.audience_seconds, 3),
+            "guardrail_max_audience": self.guardrail,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+    def format(self) -> str:
+        over = self.guardrail is not None and self.audience_size > self.guardrail
+        lines = [
+            f"Campaign {self.campaign_id}",
+            f"  audience            {self.audience_size:>10,}   ({self.audience_seconds:.2f}s)"
+            + (f"  EXCEEDS guardrails.max_audience {self.guardrail:,}: a run would fail" if over else ""),
+        ]
+        for s in self.steps:
+            lines.append(f"  step {s.step_id} ({s.channel})   ({s.seconds:.2f}s)")
+            for reason, count in sorted(s.excluded.items(), key=lambda kv: -kv[1]):
+                lines.append(f"    excluded {reason:<22} {count:>10,}")
+            lines.append(f"    sendable            {s.sendable:>10,}   in {s.batches} batch(es)")
+        return "\n".join(lines)
+
+
+def preview_campaign(
+    conn: psycopg.Connection, config: CampaignConfig, paths: ProjectPaths, params: dict[str, Any] | None = None
+) -> Preview:
+    with conn.transaction(force_rollback=True):
+        run_key = register_run(conn, config.id, f"preview__{uuid.uuid4().hex}", None, {})
+        started = time.perf_counter()
+        audience = evaluate_audience(
+            conn, run_key, paths.sql / config.audience.sql, {**config.audience.params, **(params or {})}, None
+        )
+        preview = Preview(config.id, audience.size, time.perf_counter() - started, config.guardrails.max_audience)
+        for step in config.steps:
+            started = time.perf_counter()
+            result = target_step(conn, run_key, config, step)
+            preview.steps.append(
+                StepPreview(
+                    step.id,
+                    step.channel,
+                    result.sendable,
+                    result.excluded,
+                    len(plan_batches(result.sendable, config.batch_size)),
+                    time.perf_counter() - started,
+                )
+            )
+    return preview
+
+
+@dataclass
+class RenderedMessage:
+    excluded_reason: str | None = None
+    payload: bytes | None = None
+
+    def readable(self) -> str:
+        assert self.payload is not None
+        msg = message_from_bytes(self.payload, policy=policy.default)
+        headers = "\n".join(f"{k}: {v}" for k, v in msg.items())
+        text = msg.get_body(("plain",))
+        html = msg.get_body(("html",))
+        out = [headers, "", "--- text part ---", text.get_content() if text else "(none)"]
+        if html is not None:
+            out += ["", f"--- html part ({len(html.get_content()):,} characters; --raw shows it) ---"]
+        return "\n".join(out)
+
+
+def render_for_profile(
+    conn: psycopg.Connection, config: CampaignConfig, step: Step, paths: ProjectPaths, profile_id: int
+) -> RenderedMessage:
+    from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.channels.factory import build_channel
+
+    with conn.transaction(force_rollback=True):
+        run_key = register_run(conn, config.id, f"render__{uuid.uuid4().hex}", None, {})
+        evaluate_audience(conn, run_key, paths.sql / config.audience.sql, dict(config.audience.params), None)
+        target_step(conn, run_key, config, step)
+        row = conn.execute(
+            """
+            SELECT status, reason, address, entity_key FROM campaign.message
+            WHERE run_key = %s AND step_id = %s AND profile_id = %s ORDER BY entity_key LIMIT 1
+            """,
+            (run_key, step.id, profile_id),
+        ).fetchone()
+        if row is None:
+            exists = conn.execute("SELECT 1 FROM crm.profile WHERE profile_id = %s", (profile_id,)).fetchone()
+            return RenderedMessage("no such profile" if not exists else "not in the campaign's audience")
+        status, reason, address, entity_key = row
+        if status == "excluded":
+            return RenderedMessage(reason)
+        renderer, _ = build_channel(step, config, run_key, paths)
+        fields = list(renderer.profile_fields)
+        columns = sql.SQL(", ").join(map(sql.Identifier, fields)) if fields else sql.SQL("1")
+        values = conn.execute(
+            sql.SQL("SELECT {} FROM crm.profile WHERE profile_id = %s").format(columns), (profile_id,)
+        ).fetchone()
+        profile = dict(zip(fields, values)) if fields else {}
+        outbound = renderer.render(Recipient(profile_id, entity_key, address, profile))
+    return RenderedMessage(payload=outbound.payload)

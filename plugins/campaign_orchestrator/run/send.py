@@ -1,0 +1,296 @@
+"""Send one batch of a step exactly once, with the ledger as the source of truth.
+
+The protocol, per batch (a seq range of one step of one run):
+
+1. Take a session-level advisory lock on the batch. A second attempt of the same batch (a
+   retry while a zombie attempt still runs) waits here instead of sending in parallel; a
+   dead attempt's lock is gone with its connection.
+2. Rows left in ``sending`` can only come from an attempt that died between claiming and
+   recording them: the provider may or may not have accepted them. They become
+   ``uncertain`` (reported, not resent) or, with ``on_uncertain: resend``, ``pending``.
+3. Claim a chunk of ``pending`` rows (``sending``), re-checking consent and suppression.
+4. Render and send the chunk over the batch's single provider session.
+5. Record every outcome in one statement; rows the provider did not take go back to
+   ``pending``. Repeat from 3. Any ``retry`` outcome ends the batch with
+   :class:`TransientSendError` so Airflow retries the task after its delay.
+
+So a retried, cleared or re-run batch never resends a ``sent`` row and never skips a
+``pending`` one. The only window is a hard kill (SIGKILL, power loss) between the provider
+accepting a message and step 5's commit: at most one chunk, reported as ``uncertain``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from campaign_orchestrator.channels.base import (
+    BatchStats,
+    Outbound,
+    Outcome,
+    Recipient,
+    Renderer,
+    Sender,
+    TransientSendError,
+)
+from campaign_orchestrator.channels.registry import CHANNELS
+from campaign_orchestrator.run.targeting import ConsentRules
+from campaign_orchestrator.sqlfiles import query
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import psycopg
+
+    from campaign_orchestrator.config.models import Step
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int
+    of: int
+    lo: int
+    hi: int
+    size: int
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, int]) -> Batch:
+        return cls(**{k: int(value[k]) for k in ("index", "of", "lo", "hi", "size")})
+
+    def label(self) -> str:
+        return f"batch {self.index}/{self.of} · {self.size:,} msgs"
+
+
+def batch_lock_key(run_key: int, step_id: str, batch: Batch) -> int:
+    digest = hashlib.blake2b(f"{run_key}:{step_id}:{batch.lo}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def batch_lock(lock_conn: psycopg.Connection, key: int) -> Iterator[None]:
+    lock_conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+class BatchSender:
+    """Runs the protocol above for one batch; channel details come from renderer and sender."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        run_key: int,
+        step: Step,
+        renderer: Renderer,
+        open_sender: Callable[[], Sender],
+        on_uncertain: str = "skip",
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        self.connect = connect
+        self.run_key = run_key
+        self.step = step
+        self.renderer = renderer
+        self.open_sender = open_sender
+        self.on_uncertain = on_uncertain
+        self.chunk_size = chunk_size
+        self.spec = CHANNELS[step.channel]
+        self.rules = ConsentRules.for_step(step)
+        self._claim_sql = query(
+            "claim_messages",
+            profile_fields=sql.SQL("").join(
+                sql.SQL(", p.{}").format(sql.Identifier(f)) for f in renderer.profile_fields
+            ),
+        )
+
+    def run(self, batch: Batch) -> BatchStats:
+        stats = BatchStats()
+        lock_conn = self.connect()
+        conn = self.connect()
+        try:
+            with batch_lock(lock_conn, batch_lock_key(self.run_key, self.step.id, batch)):
+                stats.uncertain += self._settle_dead_attempt(conn, batch)
+                self._send_all(conn, batch, stats)
+        finally:
+            conn.close()
+            lock_conn.close()
+        return stats
+
+    def _settle_dead_attempt(self, conn: psycopg.Connection, batch: Batch) -> int:
+        resend = self.on_uncertain == "resend"
+        rows = conn.execute(
+            """
+            UPDATE campaign.message
+            SET status = %(status)s, reason = %(reason)s, updated_at = now()
+            WHERE run_key = %(run_key)s AND step_id = %(step_id)s
+              AND seq BETWEEN %(lo)s AND %(hi)s AND status = 'sending'
+            RETURNING profile_id
+            """,
+            {
+                "status": "pending" if resend else "uncertain",
+                "reason": None if resend else "attempt_died_during_send",
+                "run_key": self.run_key,
+                "step_id": self.step.id,
+                "lo": batch.lo,
+                "hi": batch.hi,
+            },
+        ).fetchall()
+        if rows:
+            log.warning(
+                "%s: %d messages were claimed by an attempt that died mid-send; %s",
+                batch.label(),
+                len(rows),
+                "they will be sent again (on_uncertain: resend)" if resend else "they are reported as uncertain",
+            )
+        return 0 if resend else len(rows)
+
+    def _send_all(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> None:
+        started = time.monotonic()
+        done = 0
+        with self.open_sender() as sender:
+            while True:
+                recipients, late = self._claim(conn, batch)
+                stats.excluded_late += late
+                done += late
+                if not recipients:
+                    if late:
+                        continue
+                    break
+                outcomes = self._send_chunk(sender, recipients)
+                retry = self._record(conn, recipients, outcomes, stats)
+                done += len(recipients)
+                self._log_progress(batch, done, started, stats)
+                if retry:
+                    raise TransientSendError(
+                        f"{batch.label()}: {retry} messages could not be sent now "
+                        f"({', '.join(o.error or o.reason or '?' for o in outcomes if o.status == 'retry')[:300]}); "
+                        f"{stats.sent} were sent and recorded; the retry sends only what is still pending"
+                    )
+
+    def _claim(self, conn: psycopg.Connection, batch: Batch) -> tuple[list[Recipient], int]:
+        params = {
+            "run_key": self.run_key,
+            "step_id": self.step.id,
+            "lo": batch.lo,
+            "hi": batch.hi,
+            "chunk": self.chunk_size,
+            "consent_channel": self.spec.consent_channel,
+            "needs_consent": self.rules.needs_consent,
+            "needs_opt_in": self.rules.needs_opt_in,
+        }
+        fields = self.renderer.profile_fields
+        recipients: list[Recipient] = []
+        late = 0
+        with conn.transaction():
+            for row in conn.execute(self._claim_sql, params):
+                if row[3] != "sending":
+                    late += 1
+                    continue
+                recipients.append(Recipient(row[0], row[1], row[2], dict(zip(fields, row[4:]))))
+        return recipients, late
+
+    def _send_chunk(self, sender: Sender, recipients: Sequence[Recipient]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(recipients)
+        outbound: list[Outbound] = []
+        positions: list[int] = []
+        for i, recipient in enumerate(recipients):
+            try:
+                outbound.append(self.renderer.render(recipient))
+                positions.append(i)
+            except Exception as exc:  # a broken message must not block the others
+                log.error("Cannot render the message for profile %s: %s", recipient.profile_id, exc)
+                outcomes[i] = Outcome("failed", reason="render_error", error=str(exc)[:1000])
+        if outbound:
+            try:
+                sent = sender.send(outbound)
+            except Exception as exc:  # sender broke before returning outcomes: nothing was confirmed
+                log.exception("The sender failed before reporting outcomes")
+                sent = [Outcome("uncertain", reason="sender_crashed", error=str(exc)[:1000])] * len(outbound)
+            if len(sent) != len(outbound):
+                raise RuntimeError(f"sender returned {len(sent)} outcomes for {len(outbound)} messages")
+            for pos, item, outcome in zip(positions, outbound, sent):
+                outcomes[pos] = outcome if outcome.provider_message_id or outcome.status != "sent" else Outcome(
+                    "sent", provider_message_id=item.message_id
+                )
+        return [o for o in outcomes if o is not None]
+
+    def _record(
+        self, conn: psycopg.Connection, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], stats: BatchStats
+    ) -> int:
+        """Write all outcomes of a chunk in one statement; return how many go back to pending."""
+        retry = 0
+        status: list[str] = []
+        for outcome in outcomes:
+            if outcome.status == "sent":
+                stats.sent += 1
+                status.append("sent")
+            elif outcome.status == "failed":
+                stats.count_failure(outcome.reason or "failed")
+                status.append("failed")
+            elif outcome.status == "uncertain":
+                stats.uncertain += 1
+                status.append("uncertain")
+            else:
+                retry += 1
+                status.append("pending")
+        with conn.transaction():
+            conn.execute(
+                """
+                UPDATE campaign.message m
+                SET status = v.status,
+                    provider_message_id = v.provider_message_id,
+                    reason = v.reason,
+                    error = v.error,
+                    sent_at = CASE WHEN v.status = 'sent' THEN now() END,
+                    updated_at = now()
+                FROM unnest(%(profile_id)s::bigint[], %(entity_key)s::text[], %(status)s::text[],
+                            %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[])
+                     AS v(profile_id, entity_key, status, provider_message_id, reason, error)
+                WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
+                  AND m.profile_id = v.profile_id AND m.entity_key = v.entity_key
+                  AND m.status = 'sending'
+                """,
+                {
+                    "run_key": self.run_key,
+                    "step_id": self.step.id,
+                    "profile_id": [r.profile_id for r in recipients],
+                    "entity_key": [r.entity_key for r in recipients],
+                    "status": status,
+                    "provider_message_id": [o.provider_message_id for o in outcomes],
+                    "reason": [o.reason for o in outcomes],
+                    "error": [o.error for o in outcomes],
+                },
+            )
+        stats.returned_to_pending += retry
+        return retry
+
+    def _log_progress(self, batch: Batch, done: int, started: float, stats: BatchStats) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        rate = done / elapsed
+        eta = (batch.size - done) / rate if rate else 0.0
+        log.info(
+            "%s: %d/%d processed (%d sent, %d failed) · %.0f msg/s · ETA %.0fs",
+            batch.label(),
+            done,
+            batch.size,
+            stats.sent,
+            stats.failed,
+            rate,
+            max(eta, 0.0),
+        )
+
+
+def outcome_summary(stats: BatchStats) -> dict[str, Any]:
+    return stats.as_dict()

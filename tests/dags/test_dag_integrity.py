@@ -1,0 +1,123 @@
+"""DAG hygiene, in the style of Airflow's own example-DAG tests.
+
+Parsing must yield exactly one DAG per campaign file, with no import error, and do no work:
+no metadata-DB query, no campaign-store connection, no Airflow connection or Variable lookup.
+The counters below wrap the real functions and fail the test if they are called; they are
+not there to make anything pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import psycopg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from campaign_orchestrator.config.loader import campaign_files
+from campaign_orchestrator.dag_factory import INVALID_TAG
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+CAMPAIGNS = DAGS / "campaigns"
+
+
+@contextmanager
+def forbidden_io() -> Iterator[dict[str, int]]:
+    """Count metadata-DB queries, store connections and connection/Variable lookups."""
+    from airflow.sdk import BaseHook, Variable
+
+    counts = {"sql": 0, "psycopg_connect": 0, "get_connection": 0, "variable_get": 0}
+
+    def count_sql(*_args, **_kwargs) -> None:
+        counts["sql"] += 1
+
+    def refuse(name: str):
+        def _refused(*_args, **_kwargs):
+            counts[name] += 1
+            raise AssertionError(f"{name} called while parsing DAG files")
+
+        return _refused
+
+    event.listen(Engine, "before_cursor_execute", count_sql)
+    try:
+        with (
+            mock.patch.object(psycopg.Connection, "connect", side_effect=refuse("psycopg_connect")),
+            mock.patch.object(BaseHook, "get_connection", side_effect=refuse("get_connection")),
+            mock.patch.object(Variable, "get", side_effect=refuse("variable_get")),
+        ):
+            yield counts
+    finally:
+        event.remove(Engine, "before_cursor_execute", count_sql)
+
+
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS), safe_mode=True)
+
+
+def test_one_dag_per_campaign_file_and_no_import_errors() -> None:
+    with forbidden_io() as counts:
+        bag = dagbag()
+    assert bag.import_errors == {}
+    expected = {p.stem for p in campaign_files(CAMPAIGNS)}
+    assert expected, "the repository ships demo campaigns"
+    assert set(bag.dag_ids) == expected
+    assert counts == {"sql": 0, "psycopg_connect": 0, "get_connection": 0, "variable_get": 0}
+
+
+def test_campaign_dag_shape() -> None:
+    bag = dagbag()
+    for dag_id in bag.dag_ids:
+        dag = bag.dags[dag_id]
+        assert dag.max_active_runs == 1 and not dag.catchup
+        assert "campaign" in dag.tags
+        task_ids = set(dag.task_ids)
+        assert {"prepare_run", "evaluate_audience", "finalize_report"} <= task_ids
+        sends = [t for t in dag.tasks if t.task_id.startswith("send_")]
+        assert sends and all(t.is_mapped for t in sends)
+        assert dag.get_task("finalize_report").trigger_rule == "all_done"
+
+
+@pytest.fixture
+def config_dir_with_a_broken_campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder)
+    (folder / "broken_offer.yaml").write_text(
+        "schedule: '@daily'\nvalid: {start: 2026-01-01}\naudience: {sql: audiences/nope.sql}\n"
+        "steps:\n  - {id: mail, channel: email, template: nope, sender: 'A <a@b.example>', colour: red}\n"
+    )
+    monkeypatch.setenv("CAMPAIGNS_CONFIG_DIR", str(folder))
+    return folder
+
+
+def test_a_broken_config_fails_visibly_and_hides_nothing(config_dir_with_a_broken_campaign: Path) -> None:
+    with forbidden_io() as counts:
+        bag = dagbag()
+    good = {p.stem for p in campaign_files(CAMPAIGNS)}
+    assert good | {"broken_offer"} == set(bag.dag_ids)
+    placeholder = bag.dags["broken_offer"]
+    assert INVALID_TAG in placeholder.tags
+    assert "audience.sql: file not found" in placeholder.doc_md
+    assert "steps[0].colour: unknown field 'colour'" in placeholder.doc_md
+    # The UI's import-error banner names the file and field too.
+    (error_file, message), = bag.import_errors.items()
+    assert error_file.endswith("campaign_config_errors.py")
+    assert "broken_offer.yaml" in message and "steps[0].colour" in message
+    assert counts["sql"] == counts["psycopg_connect"] == counts["get_connection"] == 0
+
+
+def test_parsing_context_builds_only_the_requested_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
+    from campaign_orchestrator.dag_factory import build_dags
+
+    wanted = sorted(p.stem for p in campaign_files(CAMPAIGNS))[0]
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", wanted)
+    namespace: dict = {}
+    build_dags(namespace)
+    assert [d.dag_id for d in namespace.values()] == [wanted]

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from campaign_orchestrator.channels.base import Recipient
+from campaign_orchestrator.channels.email import build_email_channel
+from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id
+from campaign_orchestrator.channels.templating import TemplateCheckError
+from campaign_orchestrator.config.models import EmailStep
+from campaign_orchestrator.paths import ProjectPaths
+
+CAMPAIGN = SimpleNamespace(id="spring", description="Spring offers")
+
+
+def project(tmp_path: Path, subject: str, html: str, text: str) -> ProjectPaths:
+    folder = tmp_path / "include" / "templates" / "spring"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text(subject)
+    (folder / "body.html").write_text(html)
+    (folder / "body.txt").write_text(text)
+    return ProjectPaths(tmp_path)
+
+
+def step(**kwargs) -> EmailStep:
+    args = {"id": "main", "channel": "email", "template": "spring", "sender": "Acme Travel <news@acme.example>"}
+    return EmailStep(**{**args, **kwargs})
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> ProjectPaths:
+    paths = project(
+        tmp_path,
+        "{{ profile.first_name }}, {{ campaign.description }}\n",
+        "{% include '_footer.html' %}<p>Hi {{ profile.first_name }} from {{ profile['city'] }}</p>",
+        "Hi {{ profile.first_name }}{% if profile.tier %} ({{ profile.tier }}){% endif %}, "
+        "id {{ message.id }} {{ entity_key }}",
+    )
+    (paths.templates / "_footer.html").write_text("<footer>{{ profile.footer }}</footer>")
+    return paths
+
+
+def test_profile_fields_are_the_union_of_the_parts(paths: ProjectPaths) -> None:
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    assert renderer.profile_fields == ("city", "first_name", "footer", "tier")
+    assert renderer.envelope_from == "news@acme.example"
+
+
+def test_render_builds_the_message(paths: ProjectPaths) -> None:
+    renderer = EmailRenderer(step(reply_to="help@acme.example"), CAMPAIGN, 7, paths)
+    profile = {"first_name": "<Ana>", "city": "Köln", "tier": None, "footer": "x"}
+    recipient = Recipient(42, "booking-9", "ana@example.com", profile)
+    out = renderer.render(recipient)
+    assert out.recipient is recipient
+    expected_id = f"<{uuid.uuid5(MESSAGE_ID_NAMESPACE, '7:main:42:booking-9')}@acme.example>"
+    assert out.message_id == expected_id
+    message = email.message_from_bytes(out.payload, policy=email.policy.default)
+    assert message["Subject"] == "<Ana>, Spring offers"
+    assert message["Message-ID"] == expected_id
+    assert message["To"] == "ana@example.com"
+    assert message["Reply-To"] == "help@acme.example"
+    assert message.get_body(("html",)).get_content() == "<footer>x</footer><p>Hi &lt;Ana&gt; from Köln</p>"
+    assert message.get_body(("plain",)).get_content() == f"Hi <Ana>, id {expected_id} booking-9"
+
+
+def test_message_ids_are_deterministic_and_distinct() -> None:
+    a = message_id(1, "main", 42, "", "acme.example")
+    assert a == message_id(1, "main", 42, "", "acme.example")
+    others = [(2, "main", 42, ""), (1, "other", 42, ""), (1, "main", 43, ""), (1, "main", 42, "e")]
+    assert len({a, *(message_id(*key, "acme.example") for key in others)}) == 5
+
+
+def test_templates_are_compiled_once(paths: ProjectPaths) -> None:
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    (paths.templates / "spring" / "body.txt").write_text("changed {{ profile.first_name }}")
+    recipient = Recipient(1, "", "ana@example.com", {"first_name": "Ana", "city": "", "tier": "", "footer": ""})
+    body = email.message_from_bytes(renderer.render(recipient).payload, policy=email.policy.default)
+    assert body.get_body(("plain",)).get_content().startswith("Hi Ana")
+
+
+def test_unknown_template_names_fail_at_construction(tmp_path: Path) -> None:
+    paths = project(tmp_path, "Hi {{ user.name }}", "x", "x")
+    with pytest.raises(TemplateCheckError, match="spring/subject.txt: unknown name 'user'"):
+        EmailRenderer(step(), CAMPAIGN, 7, paths)
+
+
+def test_missing_parts_fail_at_construction(tmp_path: Path) -> None:
+    paths = project(tmp_path, "x", "x", "x")
+    (paths.templates / "spring" / "body.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks body.txt"):
+        EmailRenderer(step(), CAMPAIGN, 7, paths)
+
+
+def test_render_errors_raise_for_the_caller_to_record(paths: ProjectPaths) -> None:
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    with pytest.raises(ValueError):
+        renderer.render(Recipient(1, "", "not-an-address", {"first_name": "A", "city": "", "tier": "", "footer": ""}))
+
+
+@pytest.mark.parametrize(
+    ("provider", "conn_id", "expected"),
+    [("smtp", None, "smtp_default"), ("smtp", "my_smtp", "my_smtp"), ("ses", None, "aws_default"), ("ses", "my_aws", "my_aws")],
+)
+def test_build_email_channel_picks_provider_and_connection(
+    paths: ProjectPaths, provider: str, conn_id: str | None, expected: str
+) -> None:
+    renderer, open_sender = build_email_channel(step(provider=provider, connection_id=conn_id), CAMPAIGN, 7, paths)
+    assert isinstance(renderer, EmailRenderer)
+    sender = open_sender()  # constructing opens nothing: the batch opens it
+    hook = sender.hook
+    assert (hook.smtp_conn_id if provider == "smtp" else hook.aws_conn_id) == expected
+    assert type(sender).__name__ == ("SmtpSender" if provider == "smtp" else "SesSender")

@@ -1,0 +1,166 @@
+"""Campaign config validation: every error names the file, the line, the field and a fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from campaign_orchestrator.config.loader import load_campaigns
+from campaign_orchestrator.paths import ProjectPaths
+
+VALID = """
+id: spring_sale
+description: Spring offers for recent bookers
+owner: crm-team
+tags: [promo]
+schedule: "0 9 * * 1"
+timezone: Europe/Paris
+valid: {start: 2026-03-01, end: 2026-05-31}
+audience:
+  sql: audiences/recent.sql
+  params: {days: 30}
+steps:
+  - id: offer
+    channel: email
+    template: spring
+    sender: "Acme <news@acme.example>"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> ProjectPaths:
+    paths = ProjectPaths(tmp_path)
+    (paths.sql / "audiences").mkdir(parents=True)
+    (paths.sql / "audiences" / "recent.sql").write_text("SELECT profile_id FROM crm.profile")
+    folder = paths.templates / "spring"
+    folder.mkdir(parents=True)
+    for part in ("subject.txt", "body.html", "body.txt"):
+        (folder / part).write_text("Hi {{ profile.first_name }}")
+    (tmp_path / "dags" / "campaigns").mkdir(parents=True)
+    return paths
+
+
+def write(paths: ProjectPaths, name: str, text: str) -> Path:
+    path = paths.root / "dags" / "campaigns" / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(paths: ProjectPaths):
+    return load_campaigns(paths.root / "dags" / "campaigns", paths)
+
+
+def only_error(paths: ProjectPaths) -> str:
+    result = load(paths)
+    assert len(result.errors) == 1, result.errors
+    return result.errors[0].render()
+
+
+def test_valid_config_loads_with_defaults_merged(project: ProjectPaths) -> None:
+    write(project, "_defaults.yaml", "batch_size: 250\nretries: 5\nretry_delay: 90s\nowner: default-owner\n")
+    write(project, "spring_sale.yaml", VALID)
+    result = load(project)
+    assert result.ok
+    _, config = result.configs["spring_sale"]
+    assert config.batch_size == 250 and config.retries == 5
+    assert config.retry_delay.total_seconds() == 90
+    assert config.owner == "crm-team"  # the campaign's own value wins over the default
+    assert config.schedule.cron == "0 9 * * 1"
+    assert config.steps[0].purpose == "marketing" and config.steps[0].consent == "opt_in"
+
+
+def test_id_defaults_to_the_file_name(project: ProjectPaths) -> None:
+    write(project, "autumn.yaml", VALID.replace("id: spring_sale\n", ""))
+    assert set(load(project).configs) == {"autumn"}
+
+
+def test_typo_in_a_field_suggests_the_right_name_with_line(project: ProjectPaths) -> None:
+    path = write(project, "spring_sale.yaml", VALID.replace("batch_size", "x").replace("owner:", "ownr:"))
+    message = only_error(project)
+    assert f"{path}:4: ownr: unknown field 'ownr'; did you mean 'owner'?" in message
+
+
+def test_typo_inside_a_step_names_the_step_path(project: ProjectPaths) -> None:
+    write(project, "spring_sale.yaml", VALID.replace("    sender:", "    sendr:"))
+    message = only_error(project)
+    assert "steps[0].sendr: unknown field 'sendr'; did you mean 'sender'?" in message
+    assert "steps[0].sender: required field is missing" in message
+
+
+def test_unknown_channel_lists_valid_channels(project: ProjectPaths) -> None:
+    write(project, "spring_sale.yaml", VALID.replace("channel: email", "channel: fax"))
+    message = only_error(project)
+    assert "steps[0]" in message and "'fax'" in message and "'email'" in message
+
+
+def test_missing_sql_file_is_named(project: ProjectPaths) -> None:
+    write(project, "spring_sale.yaml", VALID.replace("audiences/recent.sql", "audiences/missing.sql"))
+    message = only_error(project)
+    assert "audience.sql: file not found" in message and "missing.sql" in message
+
+
+def test_missing_template_part_is_named(project: ProjectPaths) -> None:
+    (project.templates / "spring" / "body.txt").unlink()
+    write(project, "spring_sale.yaml", VALID)
+    assert "steps[0].template: template 'spring' lacks body.txt" in only_error(project)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ('"0 9 * *"', "is not a five-field cron expression"),
+        ("'@fortnightly'", "unknown preset '@fortnightly'"),
+        ("{once: 2026-12-01T09:00:00, cron: '@daily'}", "give exactly one of"),
+    ],
+)
+def test_bad_schedules_say_what_is_valid(project: ProjectPaths, schedule: str, expected: str) -> None:
+    write(project, "spring_sale.yaml", VALID.replace('"0 9 * * 1"', schedule))
+    assert expected in only_error(project)
+
+
+def test_schedule_shorthands(project: ProjectPaths) -> None:
+    write(project, "a.yaml", VALID.replace("id: spring_sale", "id: a").replace('"0 9 * * 1"', "manual"))
+    write(project, "b.yaml", VALID.replace("id: spring_sale", "id: b").replace('"0 9 * * 1"', "{once: 2026-12-01T09:00:00}"))
+    write(project, "c.yaml", VALID.replace("id: spring_sale", "id: c").replace('"0 9 * * 1"', "'@daily'"))
+    configs = load(project).configs
+    assert configs["a"][1].schedule.manual
+    assert configs["b"][1].schedule.once.hour == 9
+    assert configs["c"][1].schedule.cron == "@daily"
+
+
+def test_bad_timezone_and_window(project: ProjectPaths) -> None:
+    text = VALID.replace("Europe/Paris", "Mars/Olympus").replace("end: 2026-05-31", "end: 2026-01-01")
+    write(project, "spring_sale.yaml", text)
+    message = only_error(project)
+    assert "timezone: 'Mars/Olympus' is not an IANA time zone" in message
+    assert "valid.end is before valid.start" in message
+
+
+def test_broken_yaml_reports_the_line(project: ProjectPaths) -> None:
+    path = write(project, "spring_sale.yaml", "id: x\nsteps: [\n  oops: : :\n")
+    assert only_error(project).startswith(f"{path}:")
+
+
+def test_duplicate_ids_are_rejected(project: ProjectPaths) -> None:
+    write(project, "one.yaml", VALID)
+    write(project, "two.yaml", VALID)
+    result = load(project)
+    assert set(result.configs) == {"spring_sale"}
+    assert "'spring_sale' is already used by" in result.errors[0].render()
+
+
+def test_one_broken_file_does_not_hide_the_others(project: ProjectPaths) -> None:
+    write(project, "good.yaml", VALID.replace("id: spring_sale", "id: good"))
+    write(project, "bad.yaml", VALID.replace("id: spring_sale", "id: bad").replace("batch_size", "").replace("owner", "0wner"))
+    result = load(project)
+    assert set(result.configs) == {"good"}
+    assert [e.campaign_id for e in result.errors] == ["bad"]
+
+
+def test_duplicate_step_ids_and_bad_sender(project: ProjectPaths) -> None:
+    text = VALID + "  - id: offer\n    channel: email\n    template: spring\n    sender: not-an-address\n"
+    write(project, "spring_sale.yaml", text)
+    message = only_error(project)
+    assert "'not-an-address' is not an email address" in message
