@@ -320,7 +320,9 @@ SET email = CASE pairs.variant
                 ELSE upper(left(o.email, 1)) || substr(o.email, 2) || '  '
             END,
     first_name = o.first_name,
-    last_name = o.last_name
+    last_name = o.last_name,
+    -- Set explicitly: the row trigger would otherwise stamp now() and break determinism.
+    updated_at = d.updated_at + interval '1 second'
 FROM pairs
 JOIN crm.profile AS o ON o.profile_id = pairs.original_id
 WHERE d.profile_id = pairs.duplicate_id

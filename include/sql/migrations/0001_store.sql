@@ -86,7 +86,9 @@ CREATE TABLE crm.suppression (
     reason      text NOT NULL CHECK (reason IN ('hard_bounce', 'complaint', 'unsubscribe', 'manual', 'invalid')),
     source      text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (channel, address)
+    PRIMARY KEY (channel, address),
+    -- Matching is on the normalized form; a row stored otherwise would silently suppress nothing.
+    CONSTRAINT suppression_address_normalized CHECK (address = lower(btrim(address)))
 );
 
 -- Example business entities linked to profiles, for segmentation and enrichment.
@@ -123,6 +125,7 @@ CREATE TABLE crm.booking (
 CREATE INDEX booking_profile_idx ON crm.booking (profile_id);
 CREATE INDEX booking_product_idx ON crm.booking (product_id, starts_on);
 CREATE INDEX booking_starts_idx ON crm.booking (starts_on) WHERE status = 'confirmed';
+CREATE INDEX booking_booked_at_idx ON crm.booking (booked_at);
 
 CREATE TABLE crm.plan (
     plan_id        bigint PRIMARY KEY,
@@ -144,6 +147,32 @@ CREATE TABLE crm.subscription (
 );
 CREATE INDEX subscription_profile_idx ON crm.subscription (profile_id);
 CREATE INDEX subscription_plan_idx ON crm.subscription (plan_id, status);
+
+-- Row bookkeeping: every UPDATE bumps version, and updated_at unless the statement set it
+-- (so the consent history records when a change happened, not when the row was created).
+CREATE FUNCTION crm.bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.version := OLD.version + 1;
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION crm.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER profile_version BEFORE UPDATE ON crm.profile FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER product_version BEFORE UPDATE ON crm.product FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER inventory_version BEFORE UPDATE ON crm.inventory FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER booking_version BEFORE UPDATE ON crm.booking FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER plan_version BEFORE UPDATE ON crm.plan FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER subscription_version BEFORE UPDATE ON crm.subscription FOR EACH ROW EXECUTE FUNCTION crm.bump_version();
+CREATE TRIGGER profile_updated_at BEFORE UPDATE ON crm.profile FOR EACH ROW EXECUTE FUNCTION crm.touch_updated_at();
+CREATE TRIGGER consent_updated_at BEFORE UPDATE ON crm.consent FOR EACH ROW EXECUTE FUNCTION crm.touch_updated_at();
+CREATE TRIGGER inventory_updated_at BEFORE UPDATE ON crm.inventory FOR EACH ROW EXECUTE FUNCTION crm.touch_updated_at();
 
 -- ---------------------------------------------------------------------------------------
 -- The orchestrator's tables

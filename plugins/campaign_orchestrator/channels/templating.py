@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 CONTEXT_NAMES = frozenset({"profile", "campaign", "message", "entity_key"})
 """Top-level names a template may use, besides Jinja's own globals (``range``, ``namespace``…)."""
 
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class TemplateCheckError(ValueError):
@@ -54,9 +55,6 @@ def _environment(folder: str) -> ImmutableSandboxedEnvironment:
         autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=False),
         finalize=_none_as_empty,
         keep_trailing_newline=False,
-        # A running send never reloads a template it compiled: one compile per process and
-        # folder, and no stat() per message.
-        auto_reload=False,
     )
 
 
@@ -64,7 +62,8 @@ def template_environment(templates: Path | str) -> ImmutableSandboxedEnvironment
     """The sandboxed environment for the message templates under ``templates``.
 
     One environment per folder and process, so compiled templates are cached across the
-    renderers of a process (Jinja keeps them in the environment's cache).
+    renderers of a process (Jinja's cache recompiles a file only when it changed). Renderers
+    keep the :class:`~jinja2.Template` objects they got, so sending costs no lookup or stat().
     """
     return _environment(str(Path(templates).resolve()))
 
@@ -130,7 +129,7 @@ def referenced_fields(env: Environment, template_names: Iterable[str], root: str
     fields: set[str] = set()
     for name, ast in _closure(env, template_names):
         for found in _fields_in(ast, root, name):
-            if not _FIELD.match(found):
+            if not _FIELD.fullmatch(found):
                 raise TemplateCheckError(f"{name}: {root}[{found!r}] is not a column name")
             fields.add(found)
     return tuple(sorted(fields))
@@ -146,6 +145,11 @@ def _fields_in(node: nodes.Node, root: str, template: str) -> Iterator[str]:
             return
         raise TemplateCheckError(f"{template}:{node.lineno}: {root}.get() needs a constant field name")
     if isinstance(node, nodes.Getattr) and _is_root(node.node, root):
+        if node.attr in _DICT_ATTRIBUTES:
+            # profile.items is the dict method, not the column: Jinja tries attributes first.
+            raise TemplateCheckError(
+                f"{template}:{node.lineno}: {root}.{node.attr} is a dict method; write {root}['{node.attr}']"
+            )
         yield node.attr
         return
     if isinstance(node, nodes.Getitem) and _is_root(node.node, root):

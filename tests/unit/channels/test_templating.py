@@ -149,6 +149,7 @@ def test_referenced_fields_everywhere(tmp_path: Path) -> None:
         ("{% set k = 'city' %}{{ profile[k] }}", "constant field name"),
         ("{{ profile['not a column'] }}", "not a column name"),
         ("{% include campaign.id ~ '.html' %}", "computed"),
+        ("{{ profile.items }}", r"dict method; write profile\['items'\]"),
     ],
 )
 def test_referenced_fields_refuses_what_it_cannot_name(tmp_path: Path, source: str, message: str) -> None:

@@ -149,52 +149,20 @@ def _qp(text: str) -> bytes:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     # With only LF in its input, b2a_qp writes LF for hard and soft breaks alike.
     out = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    if (
-        out.startswith(b"From ")
-        or b"\nFrom " in out
-        # b2a_qp encodes a line's trailing space or tab after checking the line's length,
-        # so such a line can reach 78 characters.
-        or b"=20\n" in out
-        or b"=09\n" in out
-        or out.endswith((b"=20", b"=09"))
-    ):
-        out = _fix_lines(out)
+    escape_from = out.startswith(b"From ") or b"\nFrom " in out
+    if escape_from:
+        out = (b"=46" + out[1:] if out.startswith(b"From ") else out).replace(b"\nFrom ", b"\n=46rom ")
+    # b2a_qp escapes a line's trailing space or tab after checking the line's length, and
+    # "=46" adds two characters: only then can a line reach 77 or 78, and it is refolded.
+    if escape_from or b"=20\n" in out or b"=09\n" in out or out.endswith((b"=20", b"=09")):
+        lines = out.split(b"\n")
+        if max(map(len, lines)) > 76:
+            lines = [_fold_line(line) if len(line) > 76 else line for line in lines]
+        return b"\r\n".join(lines)
     return out.replace(b"\n", b"\r\n")
 
 
-def _fix_lines(encoded: bytes) -> bytes:
-    """Rewrite only the lines that need it (a template can have thousands that do not):
-    ``From `` at the start, or longer than 76 after b2a_qp escaped trailing whitespace."""
-    spans = set()
-    for marker in (b"=20\n", b"=09\n"):
-        at = encoded.find(marker)
-        while at != -1:
-            start = encoded.rfind(b"\n", 0, at) + 1
-            if at + 3 - start > 76:
-                spans.add((start, at + 3))
-            at = encoded.find(marker, at + 4)
-    if encoded.endswith((b"=20", b"=09")):
-        start = encoded.rfind(b"\n") + 1
-        if len(encoded) - start > 76:
-            spans.add((start, len(encoded)))
-    at = 0 if encoded.startswith(b"From ") else encoded.find(b"\nFrom ") + 1
-    while at > 0 or (at == 0 and encoded.startswith(b"From ")):
-        end = encoded.find(b"\n", at)
-        spans.add((at, len(encoded) if end == -1 else end))
-        if end == -1:
-            break
-        at = encoded.find(b"\nFrom ", end) + 1
-    pieces, done = [], 0
-    for start, end in sorted(spans):
-        pieces += (encoded[done:start], _fix_line(encoded[start:end]))
-        done = end
-    pieces.append(encoded[done:])
-    return b"".join(pieces)
-
-
-def _fix_line(line: bytes) -> bytes:
-    if line.startswith(b"From "):
-        line = b"=46" + line[1:]
+def _fold_line(line: bytes) -> bytes:
     parts = []
     while len(line) > 76:
         # A soft break at 75 (+ "="), never inside an =XX escape.
@@ -206,7 +174,7 @@ def _fix_line(line: bytes) -> bytes:
         parts.append(line[:cut] + b"=")
         line = line[cut:]
     parts.append(line)
-    return b"\n".join(parts)
+    return b"\r\n".join(parts)
 
 
 def _custom_header(name: str, value: str) -> str:

@@ -7,7 +7,8 @@ which can deliver a message twice. :class:`CampaignSmtpHook` runs each transacti
 step (``MAIL``, ``RCPT``, ``DATA``, content, final reply) so :class:`SmtpSender` knows which
 side of that line a failure fell on:
 
-- a reply of 2xx to the content: ``sent``; 5xx at any step: ``failed`` (``rejected``);
+- a reply of 2xx to the content: ``sent``; 5xx to RCPT, DATA or the content: ``failed``
+  (``rejected``); 5xx to MAIL (our sender is refused, a configuration error): ``retry``;
   4xx at any step: ``retry`` (``deferred``);
 - the connection breaks before the content's last byte left, or the server answers 421
   (closing the session): nothing was accepted, so the sender reconnects once and tries the
@@ -211,6 +212,10 @@ class SmtpSender(Sender):
 def _outcome(reply: SmtpReply) -> Outcome:
     if reply.stage == "END" and 200 <= reply.code < 300:
         return Outcome("sent")
+    if reply.stage == "MAIL" and 500 <= reply.code < 600:
+        # The server refuses our sender, not this recipient: failing each message would burn
+        # the whole list on a configuration error. Keep them pending and stop the batch.
+        return Outcome("retry", reason="sender_rejected", error=str(reply))
     if 500 <= reply.code < 600:
         return Outcome("failed", reason="rejected", error=str(reply))
     if 400 <= reply.code < 500:

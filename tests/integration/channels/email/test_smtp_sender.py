@@ -139,3 +139,17 @@ def test_unreachable_server_is_a_transient_error(monkeypatch: pytest.MonkeyPatch
     )
     with pytest.raises(TransientSendError, match="cannot connect"), SmtpSender("news@acme.example", "smtp_down"):
         pass
+
+
+def test_a_refused_sender_keeps_messages_pending(smtp_server) -> None:
+    """5xx to MAIL FROM is a configuration error, not a bad recipient: nothing is failed."""
+    async def refuse_sender(server, session, envelope, address, mail_options):
+        return "550 5.7.1 Sender not allowed"
+
+    smtp_server.handler.handle_MAIL = refuse_sender
+    messages = [outbound(a) for a in addresses(3)]
+    with SmtpSender(BUILDER.envelope_from, smtp_server.conn_id) as sender:
+        outcomes = sender.send(messages)
+    assert [o.status for o in outcomes] == ["retry", "retry", "retry"]
+    assert outcomes[0].reason == "sender_rejected" and "550" in outcomes[0].error
+    assert smtp_server.handler.messages == []

@@ -287,3 +287,17 @@ def test_date_is_formatted_once_per_second() -> None:
     assert parse(build(b))["Date"].datetime == first
     now[0] += 1
     assert (parse(build(b))["Date"].datetime - first).total_seconds() == 1
+
+
+def test_quoted_printable_line_rules_hold_at_the_edges() -> None:
+    # Pieces that land a trailing space, a tab, an escape or "From " right at column 75-76.
+    rng = random.Random(5)
+    pieces = ["a", "é", "=", " ", "\t", "\n", "From ", "\nFrom ", "x" * 70, "x" * 74 + " \n", "x" * 75 + "\t", "日"]
+    b = builder()
+    for _ in range(1000):
+        body = "".join(rng.choice(pieces) for _ in range(rng.randrange(80)))
+        raw = build(b, text=body, html=body)
+        assert_wire_format(raw)
+        payload = raw.partition(b"\r\n\r\n")[2]
+        assert not any(line.startswith(b"From ") or line.endswith((b" ", b"\t")) for line in payload.split(b"\r\n"))
+        assert lf(parse(raw).get_body(("plain",)).get_content()) == body
