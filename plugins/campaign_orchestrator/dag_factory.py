@@ -171,7 +171,10 @@ def _localize(value: datetime | date, tz: ZoneInfo, end_of_day: bool = False) ->
 
 
 def _doc(config: CampaignConfig, path: Path) -> str:
-    steps = "\n".join(f"- **{s.id}**: {s.channel} ({s.purpose}), template `{s.template}`" for s in config.steps)
+    steps = "\n".join(
+        f"- **{s.id}**: {s.channel} ({s.purpose})" + (f", template `{s.template}`" if hasattr(s, "template") else "")
+        for s in config.steps
+    )
     return (
         f"### {config.id}\n\n{config.description}\n\n"
         f"- config: `{path.name}`\n- audience: `include/sql/{config.audience.sql}`\n"

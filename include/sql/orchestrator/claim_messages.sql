@@ -8,11 +8,12 @@ WITH candidate AS (
                WHEN %(needs_opt_in)s AND c.status IS DISTINCT FROM 'opted_in' THEN 'consent_withdrawn'
                WHEN EXISTS (
                    SELECT 1 FROM crm.suppression s
-                   WHERE s.channel = %(consent_channel)s AND s.address = lower(m.address)
+                   WHERE s.channel = %(suppression_channel)s AND s.address = {normalized}
                      AND (%(needs_consent)s OR s.reason IN ('hard_bounce', 'complaint', 'invalid'))
                ) THEN 'suppressed_during_run'
            END AS late_reason
     FROM campaign.message m
+    JOIN crm.profile p ON p.profile_id = m.profile_id
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
     WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
       AND m.seq BETWEEN %(lo)s AND %(hi)s AND m.status = 'pending'

@@ -1,13 +1,16 @@
 -- Turn a run's audience into one ledger row per message of a step. Every member gets a
 -- row: sendable ones status 'pending' with a dense seq (batches are seq ranges), excluded
 -- ones status 'excluded' with the first reason that applies, in this order:
---   missing_address, invalid_address, opted_out, no_consent, suppressed, duplicate_address
--- The address column is composed in as an identifier per channel; values are bound.
+--   missing_address, the channel's address checks (invalid_address, …), opted_out,
+--   no_consent, suppressed, duplicate_address
+-- The channel's address expressions and checks are composed in from channels/registry.py
+-- (the project's own SQL, never user input); values are bound parameters.
 WITH member AS (
     SELECT m.profile_id,
            m.entity_key,
-           nullif(btrim(p.{address}), '') AS address,
-           lower(btrim(p.{address})) AS normalized,
+           {address} AS address,
+           {normalized} AS normalized,
+           {check_reason} AS check_reason,
            c.status AS consent
     FROM campaign.audience_member m
     JOIN crm.profile p ON p.profile_id = m.profile_id
@@ -18,12 +21,12 @@ reasoned AS (
     SELECT member.*,
            CASE
                WHEN address IS NULL THEN 'missing_address'
-               WHEN address !~ %(address_pattern)s THEN 'invalid_address'
+               WHEN check_reason IS NOT NULL THEN check_reason
                WHEN %(needs_consent)s AND consent = 'opted_out' THEN 'opted_out'
                WHEN %(needs_opt_in)s AND consent IS DISTINCT FROM 'opted_in' THEN 'no_consent'
                WHEN EXISTS (
                    SELECT 1 FROM crm.suppression s
-                   WHERE s.channel = %(consent_channel)s AND s.address = member.normalized
+                   WHERE s.channel = %(suppression_channel)s AND s.address = member.normalized
                      AND (%(needs_consent)s OR s.reason IN ('hard_bounce', 'complaint', 'invalid'))
                ) THEN 'suppressed'
            END AS reason

@@ -37,8 +37,10 @@ class Recipient:
 class Outbound:
     recipient: Recipient
     payload: Any
-    """Channel-specific: raw MIME bytes for email."""
+    """Channel-specific: raw MIME bytes for email, text for SMS, a dict for push…"""
     message_id: str
+    units: int | None = None
+    """Billable units known at render time (SMS segments)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,6 +50,19 @@ class Outcome:
     reason: str | None = None
     """Short code for a failure: 'rejected', 'render_error', …"""
     error: str | None = None
+    units: int | None = None
+    """Billable units of the message where the channel has them (SMS segments)."""
+    disable_address: bool = False
+    """The provider says this address is dead (a disabled push endpoint): stop using it."""
+
+
+class RenderRejected(ValueError):
+    """A message that renders but must not be sent (e.g. too many SMS segments); it is
+    recorded as failed with ``reason``, and the other messages go on."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class TransientSendError(RuntimeError):

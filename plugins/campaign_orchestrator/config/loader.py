@@ -205,11 +205,12 @@ def _safe_id(raw: dict[str, Any], path: Path) -> str:
 
 
 def _problem_from_pydantic(err: dict[str, Any], node: yaml.Node | None) -> ConfigProblem:
-    loc = _strip_union_tags(tuple(err["loc"]))
+    raw_loc = tuple(err["loc"])
+    loc = _strip_union_tags(raw_loc)
     field_path = _format_loc(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(raw_loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = f"unknown field {loc[-1]!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
         if allowed:
@@ -249,22 +250,27 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at ``loc``, for 'did you mean'."""
-    from campaign_orchestrator.config.models import EmailStep
+def _allowed_keys(raw_loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at pydantic's ``raw_loc`` (tags included), for 'did you mean'."""
+    from campaign_orchestrator.config.models import STEP_MODELS
 
     model: type[BaseModel] | None = CampaignConfig
-    for part in loc:
-        if model is None:
-            return []
-        if isinstance(part, int):
-            continue
+    parts = list(raw_loc)
+    while parts:
+        part = parts.pop(0)
         if model is CampaignConfig and part == "steps":
-            model = EmailStep
+            if len(parts) >= 2 and isinstance(parts[0], int) and parts[1] in STEP_MODELS:
+                model = STEP_MODELS[parts[1]]
+                parts = parts[2:]
+                continue
+            return []
+        if isinstance(part, int) or model is None:
             continue
         info = model.model_fields.get(part)
         annotation = getattr(info, "annotation", None) if info else None
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            return []
     return list(model.model_fields) if model else []
 
 

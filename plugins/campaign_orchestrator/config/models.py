@@ -141,40 +141,138 @@ class Guardrails(StrictModel):
     )
 
 
-class EmailStep(StrictModel):
-    """Send one email per audience member (or per entity) on the email channel."""
+class StepBase(StrictModel):
+    """What every step has: an id, a channel, a purpose, consent rules and a template."""
 
     id: str = Field(pattern=IDENTIFIER)
+    purpose: Literal["marketing", "transactional"] = Field(
+        default="marketing",
+        description="marketing: opt-in and every business rule apply; transactional: consent is "
+        "not required, but hard bounces and complaints still suppress",
+    )
+    consent: Literal["opt_in", "not_opted_out"] = Field(
+        default="opt_in",
+        description="opt_in: only profiles that opted in; not_opted_out: unknown consent counts as consent",
+    )
+    connection_id: str | None = Field(default=None, description="Airflow connection; each channel has a default")
+    rate_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Messages per second for this step, on top of the provider's shared limit",
+    )
+
+
+def _check_address(value: str | None) -> str | None:
+    if value is None:
+        return value
+    from email.utils import parseaddr
+
+    _, addr = parseaddr(value)
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", addr):
+        raise ValueError(f"{value!r} is not an email address like 'Name <news@example.com>'")
+    return value
+
+
+class EmailStep(StepBase):
+    """One email per audience member (or per entity): subject.txt, body.html and body.txt."""
+
     channel: Literal["email"]
-    purpose: Literal["marketing", "transactional"] = "marketing"
     template: str = Field(
         description="Folder under include/templates/ holding subject.txt, body.html and body.txt"
     )
     sender: str = Field(description="From address, e.g. 'Acme Travel <news@acme.example>'")
     reply_to: str | None = None
     provider: Literal["smtp", "ses"] = "smtp"
-    connection_id: str | None = Field(
-        default=None, description="Airflow connection; defaults to smtp_default or aws_default"
+
+    _sender = field_validator("sender", "reply_to")(classmethod(lambda cls, v: _check_address(v)))
+
+
+class SmsStep(StepBase):
+    """One SMS through Amazon SNS: the folder's sms.txt, to the profile's E.164 phone number."""
+
+    channel: Literal["sms"]
+    template: str = Field(description="Folder under include/templates/ holding sms.txt")
+    provider: Literal["sns"] = "sns"
+    sender_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9]{1,11}$", description="Alphanumeric sender id, where the country allows"
     )
-    consent: Literal["opt_in", "not_opted_out"] = Field(
-        default="opt_in",
-        description="opt_in: only profiles that opted in; not_opted_out: unknown consent counts as consent",
+    origination_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{7,14}$")
+    sms_type: Literal["Promotional", "Transactional"] | None = Field(
+        default=None, description="SNS SMSType; defaults from purpose"
+    )
+    max_segments: int = Field(
+        default=3, ge=1, le=10, description="A message longer than this many segments fails instead of sending"
     )
 
-    @field_validator("sender", "reply_to")
+
+class PushStep(StepBase):
+    """One push notification through Amazon SNS platform endpoints (APNs and FCM)."""
+
+    channel: Literal["push"]
+    template: str = Field(description="Folder under include/templates/ holding title.txt and body.txt (link.txt optional)")
+    provider: Literal["sns"] = "sns"
+    data: dict[str, str] = Field(default_factory=dict, description="Custom data keys; values are Jinja strings")
+
+
+class DirectMailStep(StepBase):
+    """One extract per run of postal addresses plus personalization fields, with a manifest."""
+
+    channel: Literal["direct_mail"]
+    destination: str = Field(description="Folder URL: s3://bucket/prefix (aws connection) or file:///path")
+    formats: list[Literal["csv", "parquet"]] = Field(default_factory=lambda: ["csv"], min_length=1)
+    fields: list[str] = Field(
+        default_factory=lambda: ["first_name", "last_name"],
+        description="Profile columns added to the postal address in the extract",
+    )
+
+    @field_validator("fields")
     @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from email.utils import parseaddr
-
-        _, addr = parseaddr(value)
-        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", addr):
-            raise ValueError(f"{value!r} is not an email address like 'Name <news@example.com>'")
+    def _fields(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(IDENTIFIER, name):
+                raise ValueError(f"{name!r} is not a column name")
         return value
 
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if not re.match(r"^(s3|file)://", value):
+            raise ValueError(f"{value!r} must be an s3://bucket/prefix or file:///path URL")
+        return value.rstrip("/")
 
-Step = Annotated[EmailStep, Field(discriminator="channel")]
+
+class WebhookStep(StepBase):
+    """POST JSON to an HTTP endpoint (http connection), signed with HMAC, per message or per batch."""
+
+    channel: Literal["webhook"]
+    template: str = Field(description="Folder under include/templates/ holding payload.json")
+    endpoint: str = Field(default="", description="Path appended to the connection's host, e.g. /hooks/campaign")
+    mode: Literal["per_message", "per_batch"] = "per_message"
+    consent_channel: Literal["email", "sms", "push", "direct_mail"] | None = Field(
+        default=None, description="Whose consent a marketing webhook needs (required for marketing)"
+    )
+
+    @model_validator(mode="after")
+    def _marketing_needs_a_consent_channel(self) -> WebhookStep:
+        if self.purpose == "marketing" and self.consent_channel is None:
+            raise ValueError(
+                "a marketing webhook step needs consent_channel (email, sms, push or direct_mail), "
+                "or purpose: transactional"
+            )
+        return self
+
+
+Step = Annotated[
+    EmailStep | SmsStep | PushStep | DirectMailStep | WebhookStep, Field(discriminator="channel")
+]
+STEP_MODELS: dict[str, type[StepBase]] = {
+    "email": EmailStep,
+    "sms": SmsStep,
+    "push": PushStep,
+    "direct_mail": DirectMailStep,
+    "webhook": WebhookStep,
+}
 
 
 class CampaignConfig(StrictModel):

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -36,12 +36,13 @@ from campaign_orchestrator.channels.base import (
     Outbound,
     Outcome,
     Recipient,
+    RenderRejected,
     Renderer,
     Sender,
     TransientSendError,
 )
 from campaign_orchestrator.channels.registry import CHANNELS
-from campaign_orchestrator.run.targeting import ConsentRules
+from campaign_orchestrator.run.targeting import channel_params
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
@@ -107,9 +108,9 @@ class BatchSender:
         self.on_uncertain = on_uncertain
         self.chunk_size = chunk_size
         self.spec = CHANNELS[step.channel]
-        self.rules = ConsentRules.for_step(step)
         self._claim_sql = query(
             "claim_messages",
+            normalized=sql.SQL(self.spec.normalized_sql),  # type: ignore[arg-type]  # registry's own SQL
             profile_fields=sql.SQL("").join(
                 sql.SQL(", p.{}").format(sql.Identifier(f)) for f in renderer.profile_fields
             ),
@@ -186,9 +187,7 @@ class BatchSender:
             "lo": batch.lo,
             "hi": batch.hi,
             "chunk": self.chunk_size,
-            "consent_channel": self.spec.consent_channel,
-            "needs_consent": self.rules.needs_consent,
-            "needs_opt_in": self.rules.needs_opt_in,
+            **channel_params(self.step),
         }
         fields = self.renderer.profile_fields
         recipients: list[Recipient] = []
@@ -209,6 +208,8 @@ class BatchSender:
             try:
                 outbound.append(self.renderer.render(recipient))
                 positions.append(i)
+            except RenderRejected as exc:
+                outcomes[i] = Outcome("failed", reason=exc.reason, error=str(exc)[:1000])
             except Exception as exc:  # a broken message must not block the others
                 log.error("Cannot render the message for profile %s: %s", recipient.profile_id, exc)
                 outcomes[i] = Outcome("failed", reason="render_error", error=str(exc)[:1000])
@@ -221,9 +222,11 @@ class BatchSender:
             if len(sent) != len(outbound):
                 raise RuntimeError(f"sender returned {len(sent)} outcomes for {len(outbound)} messages")
             for pos, item, outcome in zip(positions, outbound, sent):
-                outcomes[pos] = outcome if outcome.provider_message_id or outcome.status != "sent" else Outcome(
-                    "sent", provider_message_id=item.message_id
-                )
+                if outcome.status == "sent" and not outcome.provider_message_id:
+                    outcome = replace(outcome, provider_message_id=item.message_id)
+                if outcome.units is None and item.units is not None:
+                    outcome = replace(outcome, units=item.units)
+                outcomes[pos] = outcome
         return [o for o in outcomes if o is not None]
 
     def _record(
@@ -253,11 +256,13 @@ class BatchSender:
                     provider_message_id = v.provider_message_id,
                     reason = v.reason,
                     error = v.error,
+                    units = v.units,
                     sent_at = CASE WHEN v.status = 'sent' THEN now() END,
                     updated_at = now()
                 FROM unnest(%(profile_id)s::bigint[], %(entity_key)s::text[], %(status)s::text[],
-                            %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[])
-                     AS v(profile_id, entity_key, status, provider_message_id, reason, error)
+                            %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[],
+                            %(units)s::integer[])
+                     AS v(profile_id, entity_key, status, provider_message_id, reason, error, units)
                 WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
                   AND m.profile_id = v.profile_id AND m.entity_key = v.entity_key
                   AND m.status = 'sending'
@@ -271,8 +276,19 @@ class BatchSender:
                     "provider_message_id": [o.provider_message_id for o in outcomes],
                     "reason": [o.reason for o in outcomes],
                     "error": [o.error for o in outcomes],
+                    "units": [o.units for o in outcomes],
                 },
             )
+            dead = [r.profile_id for r, o in zip(recipients, outcomes) if o.disable_address]
+            if dead and self.step.channel == "push":
+                # Not retried next run: the profile is excluded until a new token arrives.
+                conn.execute(
+                    """
+                    UPDATE crm.profile SET push_disabled_at = now(), push_disabled_reason = 'provider_disabled'
+                    WHERE profile_id = ANY(%s) AND push_disabled_at IS NULL
+                    """,
+                    (dead,),
+                )
         stats.returned_to_pending += retry
         return retry
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from campaign_orchestrator.channels.registry import CHANNELS
+from campaign_orchestrator.channels.registry import CHANNELS, ChannelSpec, consent_channel
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
@@ -18,10 +18,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Deliberately permissive: one @, no spaces, a dot in the domain. Mailbox existence is the
-# provider's job (a hard bounce then suppresses the address).
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-ADDRESS_PATTERNS = {"email": EMAIL_PATTERN}
+
+def check_reason_sql(spec: ChannelSpec) -> sql.Composable:
+    """CASE expression naming the first address check that fails, or NULL."""
+    if not spec.checks:
+        return sql.SQL("NULL::text")
+    whens = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(sql.SQL(condition), sql.Literal(reason))  # type: ignore[arg-type]
+        for condition, reason in spec.checks
+    )
+    return sql.SQL("CASE {} END").format(whens)
+
+
+def channel_params(step: Step) -> dict[str, object]:
+    """Bound values shared by targeting and the send-time re-check."""
+    rules = ConsentRules.for_step(step)
+    consent = consent_channel(step)
+    return {
+        "consent_channel": consent,
+        # Suppression is by address; a webhook's "address" is a profile id, never suppressed.
+        "suppression_channel": step.channel if step.channel != "webhook" else None,
+        "needs_consent": rules.needs_consent,
+        "needs_opt_in": rules.needs_opt_in,
+    }
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,6 @@ class TargetingResult:
 def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, step: Step) -> TargetingResult:
     """Write one ledger row per audience member for ``step``, once per run and step."""
     spec = CHANNELS[step.channel]
-    rules = ConsentRules.for_step(step)
     with conn.transaction():
         done = conn.execute(
             "SELECT sendable FROM campaign.run_step WHERE run_key = %s AND step_id = %s FOR UPDATE",
@@ -53,17 +71,19 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
         ).fetchone()
         if done is None:
             conn.execute(
-                query("target_step", address=sql.Identifier(spec.address_column)),
+                query(
+                    "target_step",
+                    address=sql.SQL(spec.address_sql),  # type: ignore[arg-type]  # registry's own SQL
+                    normalized=sql.SQL(spec.normalized_sql),  # type: ignore[arg-type]
+                    check_reason=check_reason_sql(spec),
+                ),
                 {
                     "run_key": run_key,
                     "step_id": step.id,
                     "campaign_id": config.id,
                     "channel": step.channel,
                     "purpose": step.purpose,
-                    "consent_channel": spec.consent_channel,
-                    "address_pattern": ADDRESS_PATTERNS[step.channel],
-                    "needs_consent": rules.needs_consent,
-                    "needs_opt_in": rules.needs_opt_in,
+                    **channel_params(step),
                 },
             )
             sendable = conn.execute(
