@@ -1,0 +1,104 @@
+"""The authoring CLI: what a data engineer sees when a campaign is right and when it is not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from campaign_orchestrator.cli import main
+from campaign_orchestrator.config.schema import campaign_json_schema
+from campaign_orchestrator.store.demo_data import generate_demo_data
+
+ROOT = Path(__file__).resolve().parents[3]
+CAMPAIGNS = ROOT / "dags" / "campaigns"
+
+
+def test_validate_passes_on_the_shipped_campaigns(capsys) -> None:
+    assert main(["validate"]) == 0
+    assert "campaign file(s) OK" in capsys.readouterr().out
+
+
+def test_validate_reports_every_problem_and_exits_non_zero(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder)
+    text = (folder / "winter_sale.yaml").read_text().replace("lookback_days: 365", "look_back: 365")
+    (folder / "winter_sale.yaml").write_text(text.replace("channel: email", "channel: pigeon"))
+    assert main(["validate", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "winter_sale.yaml" in err and "steps[0].channel: unknown channel 'pigeon'" in err
+    assert "1 problem(s) in 2 campaign file(s)" in err
+
+
+def test_validate_catches_template_and_param_mistakes(tmp_path: Path, capsys, monkeypatch) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "include", root / "include")
+    shutil.copytree(CAMPAIGNS, root / "dags" / "campaigns")
+    monkeypatch.setenv("CAMPAIGNS_HOME", str(root))
+    subject = root / "include" / "templates" / "winter_sale" / "subject.txt"
+    subject.write_text("Hi {{ profle.first_name }}")
+    cfg = root / "dags" / "campaigns" / "winter_sale.yaml"
+    cfg.write_text(cfg.read_text().replace("    lookback_days: 365", "    lookback: 365"))
+    assert main(["validate"]) == 1
+    err = capsys.readouterr().err
+    assert "winter_sale/subject.txt: unknown name 'profle'; did you mean 'profile'?" in err
+    assert "uses %(lookback_days)s but no value is given" in err
+    assert "lookback not used by winter_sale.sql" in err
+
+
+def test_schema_is_json_schema_and_the_committed_copy_is_current(capsys) -> None:
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == campaign_json_schema()
+    assert printed["properties"]["steps"]["items"]["discriminator"]["propertyName"] == "channel"
+    committed = json.loads((CAMPAIGNS / "campaign.schema.json").read_text())
+    assert committed == printed, "run `make schema` and commit dags/campaigns/campaign.schema.json"
+
+
+def test_the_console_script_is_installed() -> None:
+    result = subprocess.run([str(Path(sys.executable).with_name("campaigns")), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "validate" in result.stdout and "preview" in result.stdout
+
+
+@pytest.mark.integration
+def test_preview_counts_each_stage_and_records_nothing(store, capsys) -> None:
+    generate_demo_data(store, profiles=800, seed=3)
+    assert main(["preview", "winter_sale", "--json"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    step = preview["steps"][0]
+    assert preview["audience"] == step["sendable"] + sum(step["excluded"].values()) > 0
+    assert store.execute("SELECT count(*) FROM campaign.run").fetchone() == (0,)
+    assert store.execute("SELECT count(*) FROM campaign.message").fetchone() == (0,)
+    assert main(["preview", "winter_sale", "--param", "min_bookings=100"]) == 0
+    assert "audience" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_render_shows_the_message_or_the_reason(store, capsys) -> None:
+    generate_demo_data(store, profiles=800, seed=3)
+    sendable = store.execute(
+        """
+        SELECT p.profile_id, p.first_name FROM crm.profile p JOIN crm.consent c USING (profile_id)
+        WHERE c.channel = 'email' AND c.status = 'opted_in' AND p.email ~ '^[a-z.0-9]+@example\\.com$'
+          AND EXISTS (SELECT 1 FROM crm.subscription s WHERE s.profile_id = p.profile_id AND s.status = 'active')
+        ORDER BY 1 LIMIT 1
+        """
+    ).fetchone()
+    assert main(["render", "winter_sale", "--profile", str(sendable[0])]) == 0
+    out = capsys.readouterr().out
+    assert "Subject:" in out and sendable[1] in out and "--- text part ---" in out
+    opted_out = store.execute(
+        """
+        SELECT profile_id FROM crm.consent c WHERE channel = 'email' AND status = 'opted_out'
+          AND EXISTS (SELECT 1 FROM crm.subscription s WHERE s.profile_id = c.profile_id AND s.status = 'active')
+        ORDER BY 1 LIMIT 1
+        """
+    ).fetchone()[0]
+    assert main(["render", "winter_sale", "--profile", str(opted_out)]) == 0
+    assert "gets no message from step offer_email: opted_out" in capsys.readouterr().out
+    assert main(["render", "winter_sale", "--profile", "999999999"]) == 0
+    assert "no such profile" in capsys.readouterr().out
