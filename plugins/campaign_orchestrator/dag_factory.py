@@ -100,6 +100,13 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         prepare >> evaluate
         for step in config.steps:
             target = TargetStepOperator(task_id=f"target_{step.id}", step_id=step.id, **common)
+            if step.channel == "direct_mail":
+                from campaign_orchestrator.operators.direct_mail import ExportDirectMailOperator
+
+                # One extract per run: the whole step is a single, idempotent export.
+                export = ExportDirectMailOperator(task_id=f"export_{step.id}", step_id=step.id, **common)
+                evaluate >> target >> export >> finalize
+                continue
             plan = PlanBatchesOperator(task_id=f"plan_{step.id}", step_id=step.id, **common)
             send = SendBatchOperator.partial(
                 task_id=f"send_{step.id}",

@@ -20,3 +20,4 @@ CREATE TRIGGER profile_push_token_changed BEFORE UPDATE OF push_token ON crm.pro
 
 -- Billable units per message where a channel has them (SMS segments), for the run report.
 ALTER TABLE campaign.message ADD COLUMN units smallint;
+ALTER TABLE campaign.step_report ADD COLUMN units integer NOT NULL DEFAULT 0;

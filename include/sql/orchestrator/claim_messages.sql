@@ -2,7 +2,7 @@
 -- time: a profile that opted out (or an address suppressed) after the audience was built is
 -- excluded here instead of claimed. FOR UPDATE SKIP LOCKED keeps concurrent claimers apart.
 WITH candidate AS (
-    SELECT m.profile_id, m.entity_key,
+    SELECT m.ctid AS row_id, m.profile_id, m.entity_key,
            CASE
                WHEN %(needs_consent)s AND c.status = 'opted_out' THEN 'consent_withdrawn'
                WHEN %(needs_opt_in)s AND c.status IS DISTINCT FROM 'opted_in' THEN 'consent_withdrawn'
@@ -29,8 +29,8 @@ claimed AS (
         claimed_at = now(),
         updated_at = now()
     FROM candidate
-    WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
-      AND m.profile_id = candidate.profile_id AND m.entity_key = candidate.entity_key
+    -- The rows just locked, by physical address: a TID scan whatever the statistics say.
+    WHERE m.ctid = candidate.row_id
     RETURNING m.profile_id, m.entity_key, m.address, m.seq, m.status
 )
 SELECT claimed.profile_id, claimed.entity_key, claimed.address, claimed.status{profile_fields}

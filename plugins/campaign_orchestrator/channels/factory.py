@@ -18,4 +18,16 @@ def build_channel(
         from campaign_orchestrator.channels.email import build_email_channel
 
         return build_email_channel(step, campaign, run_key, paths)
+    if step.channel == "sms":
+        from campaign_orchestrator.channels.sms import build_sms_channel
+
+        return build_sms_channel(step, campaign, run_key, paths)
+    if step.channel == "push":
+        from campaign_orchestrator.channels.push import build_push_channel
+
+        return build_push_channel(step, campaign, run_key, paths)
+    if step.channel == "webhook":
+        from campaign_orchestrator.channels.webhook import build_webhook_channel
+
+        return build_webhook_channel(step, campaign, run_key, paths)
     raise ValueError(f"no sender for channel {step.channel!r}")

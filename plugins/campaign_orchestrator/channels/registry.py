@@ -98,3 +98,13 @@ def template_parts(channel: str) -> tuple[str, ...]:
 def consent_channel(step) -> str | None:
     """The consent a step needs: the channel's own, or the one a webhook step names."""
     return CHANNELS[step.channel].consent_channel or getattr(step, "consent_channel", None)
+
+
+_DEFAULT_CONNECTIONS = {("email", "smtp"): "smtp_default", ("webhook", None): "webhook_default"}
+
+
+def effective_connection_id(step) -> str:
+    """The Airflow connection a step sends through: its own, or its provider's default."""
+    if step.connection_id:
+        return step.connection_id
+    return _DEFAULT_CONNECTIONS.get((step.channel, getattr(step, "provider", None)), "aws_default")

@@ -62,8 +62,10 @@ class LoadResult:
 
 
 def campaign_files(config_dir: Path) -> list[Path]:
+    """Campaign files: every YAML file not starting with ``_`` (``_defaults.yaml``,
+    ``_rate_limits.yaml`` and other shared settings live beside them)."""
     files = [*config_dir.glob("*.yaml"), *config_dir.glob("*.yml")]
-    return sorted(p for p in files if p.name not in (DEFAULTS_FILE, "_defaults.yml"))
+    return sorted(p for p in files if not p.name.startswith("_"))
 
 
 def load_campaigns(

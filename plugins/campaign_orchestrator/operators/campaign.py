@@ -174,7 +174,9 @@ class SendBatchOperator(CampaignOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from campaign_orchestrator.channels.factory import build_channel
+        from campaign_orchestrator.channels.registry import effective_connection_id
         from campaign_orchestrator.run.send import Batch, BatchSender
+        from campaign_orchestrator.run.throttle import build_limiter
 
         config = self.campaign
         step = config.step(self.step_id)
@@ -182,8 +184,18 @@ class SendBatchOperator(CampaignOperator):
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
         renderer, open_sender = build_channel(step, config, run_key, self.paths)
+        limiter = build_limiter(
+            self.connect,
+            channel=step.channel,
+            conn_id=effective_connection_id(step),
+            provider=getattr(step, "provider", None),
+            campaign_id=config.id,
+            step_id=step.id,
+            step_rate=step.rate_per_second,
+            paths=self.paths,
+        )
         sender = BatchSender(
-            self.connect, run_key, step, renderer, open_sender, on_uncertain=config.on_uncertain
+            self.connect, run_key, step, renderer, open_sender, on_uncertain=config.on_uncertain, limiter=limiter
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         try:
@@ -191,6 +203,8 @@ class SendBatchOperator(CampaignOperator):
         except TransientSendError as exc:
             # An ordinary failure: Airflow retries the task, which resumes from the ledger.
             raise RuntimeError(str(exc)) from exc
+        finally:
+            limiter.close()
         log.info("%s done: %s", batch.label(), stats.as_dict())
         return stats.as_dict()
 

@@ -96,6 +96,7 @@ def evaluate_audience(
                     f"Narrow the audience SQL ({sql_path.name}), raise the guardrail in the campaign file, "
                     f"or trigger the run with the parameter override_max_audience = true"
                 )
+            conn.execute("ANALYZE campaign.audience_member")
             conn.execute(
                 "UPDATE campaign.run SET evaluated_at = now(), audience_size = %s WHERE run_key = %s",
                 (size, run_key),

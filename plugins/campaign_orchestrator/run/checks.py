@@ -84,6 +84,12 @@ def check_profile_fields(conn: psycopg.Connection, config: CampaignConfig, paths
     }
     problems = []
     for index, step in enumerate(config.steps):
+        unknown_fields = sorted(set(getattr(step, "fields", ())) - columns) if step.channel == "direct_mail" else []
+        if unknown_fields:
+            problems.append(
+                f"steps[{index}].fields: {', '.join(unknown_fields)} not in crm.profile; "
+                f"columns: {', '.join(sorted(columns))}"
+            )
         unknown = sorted(set(fields.get(step.id, ())) - columns)
         if unknown:
             problems.append(

@@ -21,6 +21,8 @@ class StepReport:
     failed: int = 0
     uncertain: int = 0
     pending: int = 0
+    units: int = 0
+    """Billable units of sent messages (SMS segments); 0 where a channel has none."""
     failures: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -36,13 +38,13 @@ def compute_report(conn: psycopg.Connection, run_key: int, steps: list[tuple[str
     reports = {step_id: StepReport(step_id, channel) for step_id, channel in steps}
     rows = conn.execute(
         """
-        SELECT step_id, status, coalesce(reason, ''), count(*)
+        SELECT step_id, status, coalesce(reason, ''), count(*), coalesce(sum(units), 0)
         FROM campaign.message WHERE run_key = %s
         GROUP BY step_id, status, coalesce(reason, '')
         """,
         (run_key,),
     ).fetchall()
-    for step_id, status, reason, count in rows:
+    for step_id, status, reason, count, units in rows:
         report = reports.get(step_id)
         if report is None:
             continue
@@ -51,6 +53,7 @@ def compute_report(conn: psycopg.Connection, run_key: int, steps: list[tuple[str
             report.excluded[reason] = report.excluded.get(reason, 0) + count
         elif status == "sent":
             report.sent += count
+            report.units += int(units)
         elif status == "failed":
             report.failed += count
             report.failures[reason or "failed"] = report.failures.get(reason or "failed", 0) + count
@@ -67,14 +70,18 @@ def store_report(conn: psycopg.Connection, run_key: int, reports: list[StepRepor
             conn.execute(
                 """
                 INSERT INTO campaign.step_report
-                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending, units)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_key, step_id) DO UPDATE SET
                     targeted = EXCLUDED.targeted, excluded = EXCLUDED.excluded, sent = EXCLUDED.sent,
                     failed = EXCLUDED.failed, uncertain = EXCLUDED.uncertain, pending = EXCLUDED.pending,
+                    units = EXCLUDED.units,
                     computed_at = now()
                 """,
-                (run_key, r.step_id, r.channel, r.targeted, Jsonb(r.excluded), r.sent, r.failed, r.uncertain, r.pending),
+                (
+                    run_key, r.step_id, r.channel, r.targeted, Jsonb(r.excluded),
+                    r.sent, r.failed, r.uncertain, r.pending, r.units,
+                ),
             )
 
 
@@ -87,6 +94,8 @@ def format_report(campaign_id: str, audience_size: int, reports: list[StepReport
             f"{r.step_id:<20} {r.channel:<8} {r.targeted:>9,} {r.excluded_total:>9,} {r.sent:>8,} "
             f"{r.failed:>7,} {r.uncertain:>9,} {r.pending:>8,}"
         )
+        if r.units:
+            lines.append(f"{'':<20}   segments: {r.units:,} ({r.units / max(r.sent, 1):.2f} per message)")
         for reason, count in sorted(r.excluded.items(), key=lambda kv: -kv[1]):
             lines.append(f"{'':<20}   excluded: {reason:<22} {count:>9,}")
         for reason, count in sorted(r.failures.items(), key=lambda kv: -kv[1]):

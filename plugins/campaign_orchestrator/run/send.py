@@ -43,6 +43,7 @@ from campaign_orchestrator.channels.base import (
 )
 from campaign_orchestrator.channels.registry import CHANNELS
 from campaign_orchestrator.run.targeting import channel_params
+from campaign_orchestrator.run.throttle import NoLimit
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from campaign_orchestrator.config.models import Step
+    from campaign_orchestrator.run.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class BatchSender:
         open_sender: Callable[[], Sender],
         on_uncertain: str = "skip",
         chunk_size: int = DEFAULT_CHUNK,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -106,7 +109,10 @@ class BatchSender:
         self.renderer = renderer
         self.open_sender = open_sender
         self.on_uncertain = on_uncertain
-        self.chunk_size = chunk_size
+        self.limiter = limiter or NoLimit()
+        # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
+        # the provider sees at most rate + burst messages in any second.
+        self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
         self.spec = CHANNELS[step.channel]
         self._claim_sql = query(
             "claim_messages",
@@ -162,6 +168,9 @@ class BatchSender:
         done = 0
         with self.open_sender() as sender:
             while True:
+                # Wait for the rate before claiming: rows are 'sending' only while the provider
+                # is called, so a worker killed while waiting leaves nothing uncertain.
+                self.limiter.acquire(min(self.chunk_size, max(1, batch.size - done)))
                 recipients, late = self._claim(conn, batch)
                 stats.excluded_late += late
                 done += late
@@ -224,7 +233,7 @@ class BatchSender:
             for pos, item, outcome in zip(positions, outbound, sent):
                 if outcome.status == "sent" and not outcome.provider_message_id:
                     outcome = replace(outcome, provider_message_id=item.message_id)
-                if outcome.units is None and item.units is not None:
+                if outcome.units is None and item.units is not None and outcome.status in ("sent", "uncertain"):
                     outcome = replace(outcome, units=item.units)
                 outcomes[pos] = outcome
         return [o for o in outcomes if o is not None]

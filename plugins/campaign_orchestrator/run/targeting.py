@@ -90,6 +90,9 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
                 "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s AND seq IS NOT NULL",
                 (run_key, step.id),
             ).fetchone()[0]
+            # Fresh statistics after a bulk insert: the claims and updates that follow plan
+            # on them (a table that looks empty gets nested loops over every row).
+            conn.execute("ANALYZE campaign.message")
             conn.execute(
                 "INSERT INTO campaign.run_step (run_key, step_id, channel, sendable) VALUES (%s, %s, %s, %s)",
                 (run_key, step.id, step.channel, sendable),
