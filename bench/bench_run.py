@@ -115,7 +115,7 @@ def main() -> int:
                 (run_key,),
             )
             figures["baseline_insert_select_s"] = time.perf_counter() - t
-        payload = b"From: a@b.example\r\nTo: c@d.example\r\nSubject: x\r\n\r\n" + b"x" * 3000 + b"\r\n"
+        payload = b"From: a@b.example\r\nTo: c@d.example\r\nSubject: x\r\n\r\n" + (b"x" * 75 + b"\r\n") * 40
         before = handler.count
         t = time.perf_counter()
         with smtplib.SMTP("127.0.0.1", controller.port) as client:

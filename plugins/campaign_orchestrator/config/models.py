@@ -139,6 +139,15 @@ class Guardrails(StrictModel):
     max_audience: int | None = Field(
         default=None, ge=1, description="A run whose audience is larger fails before sending"
     )
+    max_error_rate: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Circuit breaker: a batch whose failed share exceeds this stops the run",
+    )
+    error_rate_min_messages: int = Field(
+        default=50, ge=1, description="Messages a batch must have attempted before the breaker may trip"
+    )
 
 
 class StepBase(StrictModel):
@@ -291,6 +300,10 @@ class CampaignConfig(StrictModel):
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay: Duration = timedelta(minutes=5)
     guardrails: Guardrails = Guardrails()
+    send_window: Duration | None = Field(
+        default=timedelta(hours=12),
+        description="Messages not sent this long after the run started are excluded (send_window_expired)",
+    )
     on_uncertain: Literal["skip", "resend"] = Field(
         default="skip",
         description=(
@@ -299,10 +312,10 @@ class CampaignConfig(StrictModel):
         ),
     )
 
-    @field_validator("retry_delay", mode="before")
+    @field_validator("retry_delay", "send_window", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+    def _duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
 
     @field_validator("timezone")
     @classmethod

@@ -21,4 +21,8 @@ def campaign_json_schema() -> dict[str, Any]:
         "description": "e.g. '30s', '5m', '2h', '1d', or a number of seconds",
         "anyOf": [{"type": "string", "pattern": r"^\s*\d+\s*[smhd]\s*$"}, {"type": "number", "minimum": 0}],
     }
+    schema["properties"]["send_window"] = {
+        "description": "Messages not sent this long after the run started are excluded; null: no window",
+        "anyOf": [*schema["properties"]["retry_delay"]["anyOf"], {"type": "null"}],
+    }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}

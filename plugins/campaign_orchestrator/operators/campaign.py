@@ -175,7 +175,7 @@ class SendBatchOperator(CampaignOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from campaign_orchestrator.channels.factory import build_channel
         from campaign_orchestrator.channels.registry import effective_connection_id
-        from campaign_orchestrator.run.send import Batch, BatchSender
+        from campaign_orchestrator.run.send import Batch, BatchSender, CircuitBreakerOpen, SendPolicy
         from campaign_orchestrator.run.throttle import build_limiter
 
         config = self.campaign
@@ -183,6 +183,12 @@ class SendBatchOperator(CampaignOperator):
         batch = Batch.from_xcom(self.batch)
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
+            started_at = conn.execute("SELECT started_at FROM campaign.run WHERE run_key = %s", (run_key,)).fetchone()[0]
+        policy = SendPolicy(
+            deadline=started_at + config.send_window if config.send_window else None,
+            max_error_rate=config.guardrails.max_error_rate,
+            min_messages=config.guardrails.error_rate_min_messages,
+        )
         renderer, open_sender = build_channel(step, config, run_key, self.paths)
         limiter = build_limiter(
             self.connect,
@@ -195,7 +201,8 @@ class SendBatchOperator(CampaignOperator):
             paths=self.paths,
         )
         sender = BatchSender(
-            self.connect, run_key, step, renderer, open_sender, on_uncertain=config.on_uncertain, limiter=limiter
+            self.connect, run_key, step, renderer, open_sender,
+            on_uncertain=config.on_uncertain, limiter=limiter, policy=policy,
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         try:
@@ -203,6 +210,9 @@ class SendBatchOperator(CampaignOperator):
         except TransientSendError as exc:
             # An ordinary failure: Airflow retries the task, which resumes from the ledger.
             raise RuntimeError(str(exc)) from exc
+        except CircuitBreakerOpen as exc:
+            # Retrying would burn more of the list: fail for good, an operator decides.
+            raise AirflowFailException(str(exc)) from exc
         finally:
             limiter.close()
         log.info("%s done: %s", batch.label(), stats.as_dict())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -89,6 +90,19 @@ def batch_lock(lock_conn: psycopg.Connection, key: int) -> Iterator[None]:
         lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
+class CircuitBreakerOpen(RuntimeError):
+    """Too many messages of a batch failed: stop instead of burning the list."""
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """When a batch stops on its own: the run's send window and the error-rate breaker."""
+
+    deadline: datetime | None = None
+    max_error_rate: float = 1.0
+    min_messages: int = 50
+
+
 class BatchSender:
     """Runs the protocol above for one batch; channel details come from renderer and sender."""
 
@@ -102,6 +116,7 @@ class BatchSender:
         on_uncertain: str = "skip",
         chunk_size: int = DEFAULT_CHUNK,
         limiter: RateLimiter | None = None,
+        policy: SendPolicy | None = None,
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -110,6 +125,7 @@ class BatchSender:
         self.open_sender = open_sender
         self.on_uncertain = on_uncertain
         self.limiter = limiter or NoLimit()
+        self.policy = policy or SendPolicy()
         # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
         # the provider sees at most rate + burst messages in any second.
         self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
@@ -171,6 +187,8 @@ class BatchSender:
                 # Wait for the rate before claiming: rows are 'sending' only while the provider
                 # is called, so a worker killed while waiting leaves nothing uncertain.
                 self.limiter.acquire(min(self.chunk_size, max(1, batch.size - done)))
+                if self._window_closed(conn, batch, stats):
+                    break
                 recipients, late = self._claim(conn, batch)
                 stats.excluded_late += late
                 done += late
@@ -182,12 +200,40 @@ class BatchSender:
                 retry = self._record(conn, recipients, outcomes, stats)
                 done += len(recipients)
                 self._log_progress(batch, done, started, stats)
+                self._check_error_rate(batch, stats)
                 if retry:
                     raise TransientSendError(
                         f"{batch.label()}: {retry} messages could not be sent now "
                         f"({', '.join(o.error or o.reason or '?' for o in outcomes if o.status == 'retry')[:300]}); "
                         f"{stats.sent} were sent and recorded; the retry sends only what is still pending"
                     )
+
+    def _window_closed(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> bool:
+        """Past the send window, what is still pending is excluded and counted, not dropped."""
+        deadline = self.policy.deadline
+        if deadline is None or datetime.now(timezone.utc) < deadline:
+            return False
+        expired = conn.execute(
+            """
+            UPDATE campaign.message SET status = 'excluded', reason = 'send_window_expired', updated_at = now()
+            WHERE run_key = %s AND step_id = %s AND seq BETWEEN %s AND %s AND status = 'pending'
+            """,
+            (self.run_key, self.step.id, batch.lo, batch.hi),
+        ).rowcount
+        stats.excluded_late += expired
+        log.warning("%s: the send window closed at %s; %d pending messages excluded", batch.label(), deadline, expired)
+        return True
+
+    def _check_error_rate(self, batch: Batch, stats: BatchStats) -> None:
+        attempted = stats.sent + stats.failed
+        if attempted < self.policy.min_messages or stats.failed <= self.policy.max_error_rate * attempted:
+            return
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(stats.failures.items()))
+        raise CircuitBreakerOpen(
+            f"{batch.label()}: {stats.failed} of {attempted} messages failed ({stats.failed / attempted:.0%} > "
+            f"guardrails.max_error_rate {self.policy.max_error_rate:.0%}; {reasons}). Stopped instead of burning "
+            f"the list: the rest stay pending. Fix the cause, then clear the task to resume"
+        )
 
     def _claim(self, conn: psycopg.Connection, batch: Batch) -> tuple[list[Recipient], int]:
         params = {

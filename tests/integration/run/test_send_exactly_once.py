@@ -18,7 +18,7 @@ from campaign_orchestrator.config.models import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run
-from campaign_orchestrator.run.send import Batch, BatchSender
+from campaign_orchestrator.run.send import Batch, BatchSender, CircuitBreakerOpen, SendPolicy
 from campaign_orchestrator.run.targeting import plan_batches, target_step
 from campaign_orchestrator.store.connect import store_connection
 from tests.fixtures.store import add_profiles
@@ -78,13 +78,13 @@ class Run:
         result = target_step(store, self.run_key, self.config, self.step)
         self.batches = [Batch.from_xcom(b) for b in plan_batches(result.sendable, self.config.batch_size)]
 
-    def sender(self) -> BatchSender:
+    def sender(self, policy: SendPolicy | None = None) -> BatchSender:
         renderer, open_sender = build_channel(self.step, self.config, self.run_key, self.paths)
         return BatchSender(store_connection, self.run_key, self.step, renderer, open_sender,
-                           on_uncertain=self.config.on_uncertain, chunk_size=10)
+                           on_uncertain=self.config.on_uncertain, chunk_size=10, policy=policy)
 
-    def send(self, batch: Batch):
-        return self.sender().run(batch)
+    def send(self, batch: Batch, policy: SendPolicy | None = None):
+        return self.sender(policy).run(batch)
 
     def send_all(self) -> None:
         for batch in self.batches:
@@ -213,3 +213,28 @@ def test_two_attempts_of_the_same_batch_at_once_send_each_message_once(store, pr
         t.join(60)
     assert not errors
     assert delivered(smtp_server) == Counter({address(i): 1 for i in range(1, 41)})
+
+
+def test_circuit_breaker_stops_a_batch_that_mostly_fails(store, project, smtp_server) -> None:
+    run = Run(store, project, profiles=40)
+    for i in range(1, 41):
+        if i % 4:  # three in four recipients are refused
+            smtp_server.handler.rcpt_replies[address(i)] = "550 5.1.1 No such user"
+    with pytest.raises(CircuitBreakerOpen, match=r"of 20 messages failed \(75% > guardrails.max_error_rate 20%"):
+        run.send(run.batches[0], SendPolicy(max_error_rate=0.2, min_messages=20))
+    ledger = run.ledger()
+    assert ledger == Counter({"failed": 15, "sent": 5, "pending": 20})  # the rest is not burnt
+
+
+def test_messages_past_the_send_window_are_excluded_and_counted(store, project, smtp_server) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    run = Run(store, project, profiles=50)
+    run.send(run.batches[0])
+    closed = SendPolicy(deadline=datetime.now(timezone.utc) - timedelta(seconds=1))
+    stats = run.send(run.batches[1], closed)
+    assert stats.sent == 0 and stats.excluded_late == 10
+    assert run.ledger() == Counter({"sent": 40, "excluded": 10})
+    reasons = {r for (r,) in store.execute(
+        "SELECT reason FROM campaign.message WHERE run_key = %s AND status = 'excluded'", (run.run_key,))}
+    assert reasons == {"send_window_expired"}
