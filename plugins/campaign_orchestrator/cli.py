@@ -1,4 +1,4 @@
-"""The authoring CLI: ``campaigns validate | schema | preview | render | report | store``."""
+"""The authoring CLI: ``campaigns validate | schema | preview | render | proof | report | store``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", help="step id (default: the first step)")
     p.add_argument("--raw", action="store_true", help="print the raw MIME message")
     p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("proof", help="send one step's message, with a profile's data, to seed addresses only")
+    p.add_argument("campaign")
+    p.add_argument("--profile", type=int, required=True, help="whose data personalizes the proof")
+    p.add_argument("--to", action="append", required=True, metavar="ADDRESS", help="seed address (repeatable)")
+    p.add_argument("--step", help="step id (default: the first step)")
+    p.set_defaults(handler=cmd_proof)
 
     p = sub.add_parser("report", help="print the report of a campaign's latest run (or of every campaign)")
     p.add_argument("campaign", nargs="?")
@@ -177,6 +184,23 @@ def cmd_render(args: argparse.Namespace) -> int:
     else:
         print(outcome.readable())
     return 0
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.proof import ProofError, send_proof
+    from campaign_orchestrator.store.connect import store_connection
+
+    paths, config = _load_one(args.campaign)
+    step = config.step(args.step) if args.step else config.steps[0]
+    try:
+        with store_connection() as conn:
+            results = send_proof(conn, config, step, paths, args.profile, args.to)
+    except ProofError as exc:
+        raise CliError(str(exc)) from exc
+    for address, outcome in results:
+        detail = f" ({outcome.reason}: {outcome.error})" if outcome.status != "sent" else ""
+        print(f"{address}: {outcome.status}{detail}")
+    return 0 if all(o.status == "sent" for _, o in results) else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

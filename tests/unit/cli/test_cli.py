@@ -102,3 +102,20 @@ def test_render_shows_the_message_or_the_reason(store, capsys) -> None:
     assert "gets no message from step offer_email: opted_out" in capsys.readouterr().out
     assert main(["render", "winter_sale", "--profile", "999999999"]) == 0
     assert "no such profile" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_proof_goes_to_seed_addresses_only_and_leaves_the_ledger_alone(store, capsys, smtp_server, monkeypatch) -> None:
+    generate_demo_data(store, profiles=300, seed=3)
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.conn_json())
+    profile_id, first_name = store.execute(
+        "SELECT profile_id, first_name FROM crm.profile WHERE first_name IS NOT NULL ORDER BY 1 LIMIT 1"
+    ).fetchone()
+    code = main(["proof", "winter_sale", "--profile", str(profile_id), "--to", "qa@shop.example", "--to", "boss@shop.example"])
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == ["qa@shop.example: sent", "boss@shop.example: sent"]
+    received = {m.rcpt_tos[0]: m.data.decode() for m in smtp_server.handler.messages}
+    assert set(received) == {"qa@shop.example", "boss@shop.example"}
+    assert first_name in received["qa@shop.example"]
+    assert store.execute("SELECT count(*) FROM campaign.message").fetchone() == (0,)
+    assert store.execute("SELECT count(*) FROM campaign.run").fetchone() == (0,)
