@@ -26,4 +26,5 @@ pytest_plugins = [
     "tests.fixtures.mail",
     "tests.fixtures.aws",
     "tests.fixtures.airflow",
+    "tests.fixtures.webhook",
 ]

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -29,87 +25,11 @@ from campaign_orchestrator.channels.webhook.http import (
     verify_signature,
 )
 from campaign_orchestrator.channels.webhook.render import webhook_message_id
+from tests.fixtures.webhook import SECRET, Receiver, conn_json
 
 pytestmark = pytest.mark.integration
 
-SECRET = "s3cr3t-signing-key"
 ENDPOINT = "/hooks/campaign"
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    client_port: int
-
-
-@dataclass
-class Receiver:
-    port: int = 0
-    requests: list[Received] = field(default_factory=list)
-    replies: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
-    """Idempotency-Key -> (status, headers, body); anything else gets 200 {"id": "evt-<n>"}."""
-    delays: dict[str, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def keys(self) -> Counter:
-        return Counter(r.headers["Idempotency-Key"] for r in self.requests)
-
-
-def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: a batch's requests share one connection
-
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            key = self.headers.get("Idempotency-Key", "")
-            with receiver.lock:
-                receiver.requests.append(Received(self.path, dict(self.headers), body, self.client_address[1]))
-                n = len(receiver.requests)
-            if key in receiver.delays:
-                time.sleep(receiver.delays[key])
-            status, headers, reply = receiver.replies.get(
-                key, (200, {"Content-Type": "application/json"}, json.dumps({"id": f"evt-{n}"}).encode())
-            )
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-            except OSError:  # the client gave up waiting
-                pass
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    return Handler
-
-
-def conn_json(port: int, **extra) -> str:
-    conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http", "login": "ignored",
-            "password": SECRET}
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
-
-
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    state = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_TEST", conn_json(state.port))
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def message(i: int) -> Outbound:
