@@ -101,6 +101,9 @@ class SendPolicy:
     deadline: datetime | None = None
     max_error_rate: float = 1.0
     min_messages: int = 50
+    throttle_backoffs: int = 4
+    """Times a batch backs off in place when the provider throttles, before failing the task."""
+    backoff_base_s: float = 1.0
 
 
 class BatchSender:
@@ -182,6 +185,7 @@ class BatchSender:
     def _send_all(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> None:
         started = time.monotonic()
         done = 0
+        backoffs = 0
         with self.open_sender() as sender:
             while True:
                 # Wait for the rate before claiming: rows are 'sending' only while the provider
@@ -201,12 +205,26 @@ class BatchSender:
                 done += len(recipients)
                 self._log_progress(batch, done, started, stats)
                 self._check_error_rate(batch, stats)
+                if retry and self._back_off(outcomes, batch, backoffs):
+                    backoffs += 1
+                    continue
                 if retry:
                     raise TransientSendError(
                         f"{batch.label()}: {retry} messages could not be sent now "
                         f"({', '.join(o.error or o.reason or '?' for o in outcomes if o.status == 'retry')[:300]}); "
                         f"{stats.sent} were sent and recorded; the retry sends only what is still pending"
                     )
+
+    def _back_off(self, outcomes: Sequence[Outcome], batch: Batch, backoffs: int) -> bool:
+        """Throttled by the provider: wait and carry on with just those messages (they are
+        pending again) instead of failing the task, a few times per batch."""
+        retried = [o for o in outcomes if o.status == "retry"]
+        if not retried or any(o.reason != "throttled" for o in retried) or backoffs >= self.policy.throttle_backoffs:
+            return False
+        delay = self.policy.backoff_base_s * 2**backoffs
+        log.warning("%s: %d messages throttled by the provider; backing off %.1fs", batch.label(), len(retried), delay)
+        time.sleep(delay)
+        return True
 
     def _window_closed(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> bool:
         """Past the send window, what is still pending is excluded and counted, not dropped."""

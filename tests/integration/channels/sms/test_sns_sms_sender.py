@@ -252,3 +252,45 @@ def test_batch_send_records_segments(store, tmp_path, sns_endpoint: MotoEndpoint
     assert ledger[6][:2] == ("failed", "provider_opted_out")
     published = Counter(m["phone_number"] for m in sns_endpoint.sms_messages())
     assert published == Counter({phone(i): 1 for i in (1, 2, 4, 5)})
+
+
+def test_a_batch_backs_off_when_throttled_and_sends_just_those_messages(
+    store, sns_proxy: SnsProxy, sns_endpoint: MotoEndpoint, tmp_path, caplog
+) -> None:
+    """Throttling inside a batch: the batch waits and resends only the throttled messages."""
+    from campaign_orchestrator.channels.sms import build_sms_channel
+    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.paths import ProjectPaths
+    from campaign_orchestrator.run.audience import evaluate_audience
+    from campaign_orchestrator.run.runs import register_run
+    from campaign_orchestrator.run.send import Batch, BatchSender, SendPolicy
+    from campaign_orchestrator.run.targeting import plan_batches, target_step
+    from campaign_orchestrator.store.connect import store_connection
+    from tests.fixtures.store import add_profiles
+
+    paths = ProjectPaths(tmp_path)
+    (paths.sql / "a").mkdir(parents=True)
+    (paths.sql / "a" / "all.sql").write_text("SELECT profile_id FROM crm.profile")
+    (paths.templates / "t").mkdir(parents=True)
+    (paths.templates / "t" / "sms.txt").write_text("Hi {{ profile.first_name }}")
+    add_profiles(store, [{"profile_id": i, "phone": f"+3361234{i:04d}", "first_name": "Ann",
+                          "consent": {"sms": "opted_in"}} for i in range(1, 31)])
+    config = CampaignConfig.model_validate({
+        "id": "throttled", "schedule": "manual", "valid": {"start": "2026-01-01"},
+        "audience": {"sql": "a/all.sql"},
+        "steps": [{"id": "sms", "channel": "sms", "template": "t", "connection_id": sns_proxy.conn_id}],
+    })
+    step = config.steps[0]
+    run_key = register_run(store, config.id, "r", None, {})
+    evaluate_audience(store, run_key, paths.sql / "a" / "all.sql", {}, None)
+    sendable = target_step(store, run_key, config, step).sendable
+    (batch,) = [Batch.from_xcom(b) for b in plan_batches(sendable, 100)]
+    renderer, open_sender = build_sms_channel(step, config, run_key, paths)
+    sns_proxy.throttle_publishes = 60  # more than the hook's own quick retries absorb
+    caplog.set_level(logging.WARNING, logger="campaign_orchestrator.run.send")
+    stats = BatchSender(store_connection, run_key, step, renderer, open_sender, chunk_size=10,
+                        policy=SendPolicy(backoff_base_s=0.05)).run(batch)
+    assert stats.sent == 30 and stats.failed == 0
+    assert "throttled by the provider; backing off" in caplog.text
+    numbers = Counter(m["phone_number"] for m in sns_endpoint.sms_messages())
+    assert len(numbers) == 30 and max(numbers.values()) == 1
