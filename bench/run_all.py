@@ -26,6 +26,9 @@ def main() -> int:
         ("Demo data generator vs plain INSERT … SELECT",
          ["bench_store.py", "--profiles", str(args.profiles), "--dsn", args.dsn, "--json", str(RESULTS / "store.json")]),
         ("Shared rate limiter vs no limiter", ["bench_throttle.py", "--dsn", args.dsn]),
+        ("Each channel's send rate through local provider stand-ins, and with a limit set",
+         ["bench_channels.py", "--profiles", str(args.profiles), "--dsn", args.dsn,
+          "--json", str(RESULTS / "channels.json")]),
         ("A campaign run, per stage, vs raw SQL and raw SMTP",
          ["bench_run.py", "--profiles", str(args.profiles), "--dsn", args.dsn, "--json", str(RESULTS / "run.json")]),
     ]
