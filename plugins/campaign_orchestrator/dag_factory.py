@@ -177,6 +177,12 @@ def _localize(value: datetime | date, tz: ZoneInfo, end_of_day: bool = False) ->
     return moment.replace(tzinfo=tz) if not end_of_day else moment.replace(tzinfo=tz, microsecond=0)
 
 
+def _audience_doc(config: CampaignConfig) -> str:
+    if config.audience.sql is not None:
+        return f"`include/sql/{config.audience.sql}`"
+    return "blocks " + ", ".join(f"`{name}`" for name in config.audience.blocks)
+
+
 def _doc(config: CampaignConfig, path: Path) -> str:
     steps = "\n".join(
         f"- **{s.id}**: {s.channel} ({s.purpose})" + (f", template `{s.template}`" if hasattr(s, "template") else "")
@@ -184,7 +190,7 @@ def _doc(config: CampaignConfig, path: Path) -> str:
     )
     return (
         f"### {config.id}\n\n{config.description}\n\n"
-        f"- config: `{path.name}`\n- audience: `include/sql/{config.audience.sql}`\n"
+        f"- config: `{path.name}`\n- audience: {_audience_doc(config)}\n"
         f"- owner: {config.owner}\n\n**Steps**\n\n{steps}\n"
     )
 

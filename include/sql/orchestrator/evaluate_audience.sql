@@ -1,7 +1,13 @@
--- Freeze a run's audience: the campaign's SELECT (spliced in below) is evaluated
--- inside PostgreSQL straight into the snapshot. Values are bound parameters.
-INSERT INTO campaign.audience_member (run_key, profile_id, entity_key)
-SELECT DISTINCT %(run_key)s, audience.profile_id, {entity_key}
-FROM ({audience}) AS audience
-WHERE audience.profile_id IS NOT NULL
+-- Freeze a run's audience: the campaign's SELECT (spliced in below) is evaluated inside
+-- PostgreSQL straight into the snapshot, one row per (profile, entity). The holdout flag
+-- and split segment are drawn here by hashing the profile id, so they are stable for a
+-- given salt and frozen with the run. Values are bound parameters.
+INSERT INTO campaign.audience_member (run_key, profile_id, entity_key, held_out, segment)
+SELECT %(run_key)s, member.profile_id, member.entity_key, member.held_out,
+       CASE WHEN NOT member.held_out THEN {segment} END
+FROM (
+    SELECT DISTINCT audience.profile_id, {entity_key} AS entity_key, {held_out} AS held_out
+    FROM ({audience}) AS audience
+    WHERE audience.profile_id IS NOT NULL
+) AS member
 ON CONFLICT DO NOTHING

@@ -1,7 +1,7 @@
 -- Turn a run's audience into one ledger row per message of a step. Every member gets a
 -- row: sendable ones status 'pending' with a dense seq (batches are seq ranges), excluded
 -- ones status 'excluded' with the first reason that applies, in this order:
---   missing_address, the channel's address checks (invalid_address, …), opted_out,
+--   holdout (status 'held_out': the control group, recorded for lift), missing_address, the channel's address checks (invalid_address, …), opted_out,
 --   no_consent, suppressed, duplicate_address
 -- The channel's address expressions and checks are composed in from channels/registry.py
 -- (the project's own SQL, never user input); values are bound parameters.
@@ -11,15 +11,19 @@ WITH member AS (
            {address} AS address,
            {normalized} AS normalized,
            {check_reason} AS check_reason,
-           c.status AS consent
+           c.status AS consent,
+           m.held_out
     FROM campaign.audience_member m
     JOIN crm.profile p ON p.profile_id = m.profile_id
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
     WHERE m.run_key = %(run_key)s
+      -- A step routed to a split segment targets that segment (and records the holdout).
+      AND (%(segment)s::text IS NULL OR m.segment = %(segment)s OR m.held_out)
 ),
 reasoned AS (
     SELECT member.*,
            CASE
+               WHEN held_out THEN 'holdout'
                WHEN address IS NULL THEN 'missing_address'
                WHEN check_reason IS NOT NULL THEN check_reason
                WHEN %(needs_consent)s AND consent = 'opted_out' THEN 'opted_out'
@@ -50,7 +54,7 @@ SELECT %(run_key)s, %(step_id)s, profile_id, entity_key, %(campaign_id)s, %(chan
             THEN row_number() OVER (PARTITION BY final_reason IS NULL ORDER BY profile_id, entity_key)
        END,
        address,
-       CASE WHEN final_reason IS NULL THEN 'pending' ELSE 'excluded' END,
+       CASE WHEN final_reason IS NULL THEN 'pending' WHEN final_reason = 'holdout' THEN 'held_out' ELSE 'excluded' END,
        final_reason
 FROM deduplicated
 ON CONFLICT DO NOTHING

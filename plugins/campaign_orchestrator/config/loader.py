@@ -142,16 +142,21 @@ def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node |
     from campaign_orchestrator.channels.registry import CHANNELS
 
     problems = []
-    audience = raw.get("audience")
-    sql = audience.get("sql") if isinstance(audience, dict) else None
-    if isinstance(sql, str) and sql.endswith(".sql") and not (paths.sql / sql).is_file():
-        problems.append(
-            ConfigProblem(
-                "audience.sql",
-                f"file not found: {paths.sql / sql}; create it or fix the path (relative to include/sql/)",
-                _line_of(node, ("audience", "sql")),
+    audience = raw.get("audience") if isinstance(raw.get("audience"), dict) else {}
+    sql_refs = [(("audience", "sql"), audience.get("sql"))]
+    blocks = audience.get("blocks")
+    for name, block in (blocks.items() if isinstance(blocks, dict) else []):
+        if isinstance(block, dict):
+            sql_refs.append((("audience", "blocks", name, "sql"), block.get("sql")))
+    for loc, sql in sql_refs:
+        if isinstance(sql, str) and sql.endswith(".sql") and not (paths.sql / sql).is_file():
+            problems.append(
+                ConfigProblem(
+                    _format_loc(loc),
+                    f"file not found: {paths.sql / sql}; create it or fix the path (relative to include/sql/)",
+                    _line_of(node, loc),
+                )
             )
-        )
     steps = raw.get("steps")
     for index, step in enumerate(steps if isinstance(steps, list) else []):
         if not isinstance(step, dict) or step.get("channel") not in CHANNELS or not isinstance(step.get("template"), str):

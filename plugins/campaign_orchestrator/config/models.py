@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -112,25 +112,164 @@ def _as_datetime(value: datetime | date) -> datetime:
     return value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
 
 
-class Audience(StrictModel):
-    """Who the campaign targets.
+OPERATORS = (
+    "eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "between", "is_null", "like", "ilike",
+    "within_next_days", "within_last_days",
+)
+_FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
 
-    ``sql`` is a SELECT file under ``include/sql/`` returning a ``profile_id`` column (and
+
+def _check_conditions(where: dict[str, Any]) -> dict[str, Any]:
+    for field_path, condition in where.items():
+        if not _FIELD_PATH.match(field_path):
+            raise ValueError(f"{field_path!r} is not a field or entity.field name")
+        if isinstance(condition, dict):
+            if len(condition) != 1 or next(iter(condition)) not in OPERATORS:
+                raise ValueError(
+                    f"{field_path}: {condition!r} must be one operator and its value, e.g. {{lte: 5}}; "
+                    f"operators: {', '.join(OPERATORS)}"
+                )
+            op, value = next(iter(condition.items()))
+            if op in ("in", "not_in") and not isinstance(value, list):
+                raise ValueError(f"{field_path}: {op} takes a list")
+            if op == "between" and not (isinstance(value, list) and len(value) == 2):
+                raise ValueError(f"{field_path}: between takes [low, high]")
+            if op in ("within_next_days", "within_last_days") and not (isinstance(value, int) and value >= 0):
+                raise ValueError(f"{field_path}: {op} takes a number of days")
+    return where
+
+
+class EntityBlock(StrictModel):
+    """Members found by conditions on any catalog entity, brought back to the profile.
+
+    ``where`` maps a field of the entity, or ``linked_entity.field``, to a value (equality)
+    or to one operator (``{lte: 5}``, ``{in: [a, b]}``, ``{within_next_days: 7}``…); all must
+    hold. ``any_of`` adds groups of which at least one must hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", pattern=IDENTIFIER, description="Catalog entity the block starts from")
+    where: dict[str, Any] = Field(default_factory=dict)
+    any_of: list[dict[str, Any]] = Field(default_factory=list)
+    via: list[str] = Field(default_factory=list, description="Entities to pass through on the way to the profile")
+    entity_key: str | None = Field(
+        default=None, description="Entity on the path whose key makes one message per entity (e.g. booking)"
+    )
+
+    _conditions = field_validator("where")(classmethod(lambda cls, v: _check_conditions(v)))
+
+    @field_validator("any_of")
+    @classmethod
+    def _groups(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for group in value:
+            _check_conditions(group)
+        return value
+
+
+class SqlBlock(StrictModel):
+    """Members returned by a SELECT under include/sql/ (profile_id, and entity_key if it says so)."""
+
+    sql: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    returns_entity_key: bool = False
+
+    _path = field_validator("sql")(classmethod(lambda cls, v: _check_sql_path(v)))
+
+
+def _check_sql_path(value: str) -> str:
+    if not value.endswith(".sql"):
+        raise ValueError(f"{value!r} must name a .sql file under include/sql/, e.g. audiences/lapsed.sql")
+    if value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"{value!r} must be a relative path inside include/sql/")
+    return value
+
+
+def _block_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "sql" if "sql" in value else "entity"
+    return "sql" if isinstance(value, SqlBlock) else "entity"
+
+
+AudienceBlock = Annotated[
+    Annotated[EntityBlock, Tag("entity")] | Annotated[SqlBlock, Tag("sql")],
+    Discriminator(_block_kind),
+]
+
+
+class Combine(StrictModel):
+    """How blocks make the audience: the union of ``union`` blocks, kept only if in every
+    ``intersect`` block, minus anyone in an ``exclude`` block (by profile)."""
+
+    union: list[str] = Field(min_length=1)
+    intersect: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class Holdout(StrictModel):
+    """A random control group by deterministic hash of the profile id: held-out members get
+    a ledger row with status held_out and no message, so a report can compute lift."""
+
+    percent: float = Field(gt=0, lt=100)
+    salt: str = Field(default="holdout", description="Change it to draw a new group")
+
+
+class Split(StrictModel):
+    """Percentages of the (non-held-out) audience, by deterministic hash; a step with
+    ``segment: name`` targets only that segment (A/B content variants)."""
+
+    segments: dict[str, float] = Field(min_length=2)
+    salt: str = "split"
+
+    @model_validator(mode="after")
+    def _sum(self) -> Split:
+        total = sum(self.segments.values())
+        if abs(total - 100) > 1e-6 or any(v <= 0 for v in self.segments.values()):
+            raise ValueError(f"split percentages must be positive and add up to 100 (they add up to {total:g})")
+        for name in self.segments:
+            if not re.match(IDENTIFIER, name):
+                raise ValueError(f"segment name {name!r} must be lower-case letters, digits and _")
+        return self
+
+
+class Audience(StrictModel):
+    """Who the campaign targets: one SQL file (``sql`` + ``params``), or named ``blocks``
+    (SQL or declarative, from any catalog entity) combined with ``combine``.
+
+    ``sql`` is a SELECT under ``include/sql/`` returning a ``profile_id`` column (and
     optionally ``entity_key`` for one message per entity). Values go in ``params`` and are
     bound by the driver, referenced in the file as ``%(name)s``.
     """
 
-    sql: str = Field(description="Path of the audience SELECT, relative to include/sql/")
+    sql: str | None = Field(default=None, description="Path of the audience SELECT, relative to include/sql/")
     params: dict[str, Any] = Field(default_factory=dict)
+    blocks: dict[str, AudienceBlock] = Field(default_factory=dict)
+    combine: Combine | None = None
+    holdout: Holdout | None = None
+    split: Split | None = None
 
     @field_validator("sql")
     @classmethod
-    def _sql_path(cls, value: str) -> str:
-        if not value.endswith(".sql"):
-            raise ValueError(f"{value!r} must name a .sql file under include/sql/, e.g. audiences/lapsed.sql")
-        if value.startswith("/") or ".." in value.split("/"):
-            raise ValueError(f"{value!r} must be a relative path inside include/sql/")
-        return value
+    def _sql_path(cls, value: str | None) -> str | None:
+        return None if value is None else _check_sql_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Audience:
+        if (self.sql is None) == (not self.blocks):
+            raise ValueError("give either sql (one SELECT file) or blocks (named audience blocks), not both or neither")
+        if self.params and self.sql is None:
+            raise ValueError("params belong to sql; with blocks, give each block its own params")
+        for name in self.blocks:
+            if not re.match(IDENTIFIER, name):
+                raise ValueError(f"block name {name!r} must be lower-case letters, digits and _")
+        if self.combine is not None:
+            for group in ("union", "intersect", "exclude"):
+                for ref in getattr(self.combine, group):
+                    if ref not in self.blocks:
+                        raise ValueError(
+                            f"combine.{group}: unknown block {ref!r}; blocks: {', '.join(self.blocks) or 'none'}"
+                        )
+        return self
 
 
 class Guardrails(StrictModel):
@@ -170,6 +309,7 @@ class StepBase(StrictModel):
         le=100_000,
         description="Messages per second for this step, on top of the provider's shared limit",
     )
+    segment: str | None = Field(default=None, description="Only this segment of audience.split gets the step")
 
 
 def _check_address(value: str | None) -> str | None:
@@ -325,6 +465,17 @@ class CampaignConfig(StrictModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone, e.g. 'Europe/Paris' or 'UTC'") from None
         return value
+
+    @model_validator(mode="after")
+    def _segments_exist(self) -> CampaignConfig:
+        segments = set(self.audience.split.segments) if self.audience.split else set()
+        for index, step in enumerate(self.steps):
+            if step.segment is not None and step.segment not in segments:
+                raise ValueError(
+                    f"steps[{index}].segment: unknown segment {step.segment!r}; audience.split has "
+                    f"{', '.join(sorted(segments)) or 'no segments'}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_step_ids(self) -> CampaignConfig:

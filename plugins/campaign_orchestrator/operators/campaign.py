@@ -101,6 +101,7 @@ class EvaluateAudienceOperator(CampaignOperator):
     """Evaluate the audience SQL inside PostgreSQL into the run's frozen snapshot."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.audience.compile import AudienceCompileError, compile_audience
         from campaign_orchestrator.run.audience import AudienceError, GuardrailExceeded, evaluate_audience
 
         config = self.campaign
@@ -109,10 +110,11 @@ class EvaluateAudienceOperator(CampaignOperator):
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
             try:
+                audience = compile_audience(config, self.paths)
                 result = evaluate_audience(
-                    conn, run_key, self.paths.sql / config.audience.sql, dict(config.audience.params), limit
+                    conn, run_key, audience, None, limit, config.audience.holdout, config.audience.split
                 )
-            except (AudienceError, GuardrailExceeded) as exc:
+            except (AudienceCompileError, AudienceError, GuardrailExceeded) as exc:
                 raise AirflowFailException(str(exc)) from exc
         log.info("Audience: %s members%s", f"{result.size:,}", " (frozen earlier)" if result.frozen_earlier else "")
         return {"audience_size": result.size}

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
+from campaign_orchestrator.audience.compile import AudienceQuery, read_sql
+
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from campaign_orchestrator.config.models import Holdout, Split
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,7 @@ class AudienceResult:
     frozen_earlier: bool
 
 
-def read_audience_sql(path: Path) -> str:
-    text = path.read_text(encoding="utf-8").strip()
-    # The SELECT is spliced in as a subquery, where a trailing semicolon is a syntax error.
-    return text.rstrip(";").rstrip()
+read_audience_sql = read_sql
 
 
 def referenced_params(sql_text: str) -> set[str]:
@@ -56,13 +56,16 @@ def check_params(sql_text: str, params: dict[str, Any], where: str) -> None:
 def evaluate_audience(
     conn: psycopg.Connection,
     run_key: int,
-    sql_path: Path,
-    params: dict[str, Any],
+    source: Path | AudienceQuery,
+    params: dict[str, Any] | None,
     max_audience: int | None,
+    holdout: Holdout | None = None,
+    split: Split | None = None,
 ) -> AudienceResult:
     """Insert the audience into ``campaign.audience_member`` once per run.
 
-    A run whose audience was already evaluated (a retried or cleared task) keeps its snapshot:
+    ``source`` is a SQL file (with ``params``) or a compiled :class:`AudienceQuery`. A run
+    whose audience was already evaluated (a retried or cleared task) keeps its snapshot:
     the members a run started with are the members it finishes with.
     """
     row = conn.execute(
@@ -72,28 +75,36 @@ def evaluate_audience(
         log.info("Audience of run %s was frozen at %s with %s members; reusing it", run_key, row[0], row[1])
         return AudienceResult(int(row[1]), frozen_earlier=True)
 
-    sql_text = read_audience_sql(sql_path)
-    check_params(sql_text, params, str(sql_path))
-    audience = sql.SQL(sql_text)  # type: ignore[arg-type]  # the campaign author's own SQL file
+    if isinstance(source, AudienceQuery):
+        audience_query = source
+    else:
+        audience_query = AudienceQuery(read_audience_sql(source), dict(params or {}), str(source), False, source)
+    label = audience_query.label
+    check_params(audience_query.text, audience_query.params, label)
+    audience = sql.SQL("\n" + audience_query.text + "\n")  # type: ignore[arg-type]  # the campaign's own SQL
+    draw_params, held_out, segment = _draw(holdout, split)
     try:
         with conn.transaction():
-            columns = probe_audience_columns(conn, sql_text, params, sql_path)
+            columns = probe_audience_columns(conn, audience_query.text, audience_query.params, audience_query)
             if "profile_id" not in columns:
                 raise AudienceError(
-                    f"{sql_path}: the audience SELECT must return a profile_id column; it returns {', '.join(columns)}"
+                    f"{label}: the audience SELECT must return a profile_id column; it returns {', '.join(columns)}"
                 )
             entity_key = (
                 sql.SQL("coalesce(audience.entity_key::text, '')") if "entity_key" in columns else sql.Literal("")
             )
-            statement = query("evaluate_audience", audience=audience, entity_key=entity_key)
-            conn.execute(statement, {**params, "run_key": run_key})
+            statement = query(
+                "evaluate_audience", audience=audience, entity_key=entity_key, held_out=held_out, segment=segment
+            )
+            conn.execute(statement, {**audience_query.params, **draw_params, "run_key": run_key})
             size = conn.execute(
                 "SELECT count(*) FROM campaign.audience_member WHERE run_key = %s", (run_key,)
             ).fetchone()[0]
             if max_audience is not None and size > max_audience:
+                where = Path(label).name if audience_query.source_file else label
                 raise GuardrailExceeded(
                     f"audience of {size:,} members exceeds guardrails.max_audience = {max_audience:,}. "
-                    f"Narrow the audience SQL ({sql_path.name}), raise the guardrail in the campaign file, "
+                    f"Narrow the audience ({where}), raise the guardrail in the campaign file, "
                     f"or trigger the run with the parameter override_max_audience = true"
                 )
             conn.execute("ANALYZE campaign.audience_member")
@@ -103,32 +114,63 @@ def evaluate_audience(
             )
     except psycopg.Error as exc:
         diag = exc.diag
-        position = f" at character {diag.statement_position}" if diag.statement_position else ""
         raise AudienceError(
-            f"{sql_path}: PostgreSQL rejected the audience SQL{position}: {diag.message_primary or exc}"
+            f"{label}: PostgreSQL rejected the audience SQL: {diag.message_primary or exc}"
             + (f" (hint: {diag.message_hint})" if diag.message_hint else "")
         ) from exc
     return AudienceResult(int(size), frozen_earlier=False)
 
 
+def _bucket(expression: str, seed_param: str) -> str:
+    """0..9999 from a hash of the profile id: deterministic for a seed, independent across seeds."""
+    return f"mod(mod(hashtextextended(({expression})::text, %({seed_param})s), 10000) + 10000, 10000)"
+
+
+def _draw(holdout: Holdout | None, split: Split | None) -> tuple[dict[str, Any], sql.Composable, sql.Composable]:
+    from campaign_orchestrator.audience.compile import seed_of
+
+    params: dict[str, Any] = {}
+    held_out: sql.Composable = sql.SQL("false")
+    segment: sql.Composable = sql.SQL("NULL::text")
+    if holdout is not None:
+        params |= {"holdout_seed": seed_of(holdout.salt), "holdout_bp": round(holdout.percent * 100)}
+        held_out = sql.SQL(_bucket("audience.profile_id", "holdout_seed") + " < %(holdout_bp)s")  # type: ignore[arg-type]
+    if split is not None:
+        params["split_seed"] = seed_of(split.salt)
+        bucket = _bucket("member.profile_id", "split_seed")
+        cases, bound = [], 0.0
+        names = list(split.segments)
+        for name in names[:-1]:
+            bound += split.segments[name]
+            cases.append(sql.SQL("WHEN {} < {} THEN {}").format(
+                sql.SQL(bucket), sql.Literal(round(bound * 100)), sql.Literal(name)))  # type: ignore[arg-type]
+        segment = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(cases), sql.Literal(names[-1]))
+    return params, held_out, segment
+
+
 _PROBE_PREFIX = "SELECT * FROM ("
 
 
-def probe_audience_columns(conn: psycopg.Connection, text: str, params: dict[str, Any], sql_path: Path) -> list[str]:
-    """Plan the SELECT without running it: syntax and unknown names fail here, with a line number."""
+def probe_audience_columns(
+    conn: psycopg.Connection, text: str, params: dict[str, Any], source: Path | AudienceQuery
+) -> list[str]:
+    """Plan the SELECT without running it: syntax and unknown names fail here, with the file's
+    line and column when the SELECT is one file."""
+    source_file = source.source_file if isinstance(source, AudienceQuery) else source
+    label = source.label if isinstance(source, AudienceQuery) else str(source)
     try:
         with conn.transaction():
-            probe = sql.SQL(_PROBE_PREFIX + "{}) AS audience LIMIT 0").format(sql.SQL(text))  # type: ignore[arg-type]
+            probe = sql.SQL(_PROBE_PREFIX + "\n{}\n) AS audience LIMIT 0").format(sql.SQL(text))  # type: ignore[arg-type]
             cur = conn.execute(probe, params)
     except psycopg.Error as exc:
         diag = exc.diag
-        where = str(sql_path)
-        if diag.statement_position:
-            offset = int(diag.statement_position) - len(_PROBE_PREFIX) - 1
+        where = label
+        if diag.statement_position and source_file is not None:
+            offset = int(diag.statement_position) - 1 - len(_PROBE_PREFIX) - 1
             if 0 <= offset <= len(text):
                 line = text.count("\n", 0, offset) + 1
                 column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-                where = f"{sql_path}:{line}:{column}"
+                where = f"{source_file}:{line}:{column}"
         raise AudienceError(
             f"{where}: PostgreSQL rejected the audience SQL: {diag.message_primary or exc}"
             + (f" (hint: {diag.message_hint})" if diag.message_hint else "")

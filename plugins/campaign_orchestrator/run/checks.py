@@ -41,35 +41,54 @@ def check_campaign_templates(config: CampaignConfig, paths: ProjectPaths) -> lis
 
 def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str]:
     problems = check_campaign_templates(config, paths)
-    sql_path = paths.sql / config.audience.sql
-    if sql_path.is_file():
-        text = read_audience_sql(sql_path)
-        if not text:
-            problems.append(f"audience.sql: {sql_path} is empty; write a SELECT returning profile_id")
-        missing = sorted(referenced_params(text) - set(config.audience.params))
-        if missing:
-            problems.append(
-                f"audience.params: {sql_path.name} uses {', '.join(f'%({m})s' for m in missing)} "
-                f"but no value is given; add {', '.join(missing)} under audience.params"
-            )
-        unused = sorted(set(config.audience.params) - referenced_params(text))
-        if unused:
-            problems.append(f"audience.params: {', '.join(unused)} not used by {sql_path.name}; remove or use them")
+    audience = config.audience
+    if audience.sql is not None:
+        problems += _check_sql_params("audience", paths.sql / audience.sql, audience.params, paths)
+    for name, block in audience.blocks.items():
+        if hasattr(block, "sql"):
+            problems += _check_sql_params(f"audience.blocks.{name}", paths.sql / block.sql, block.params, paths)
+    if audience.blocks:
+        from campaign_orchestrator.audience.compile import AudienceCompileError, compile_audience
+
+        try:
+            compile_audience(config, paths)
+        except (AudienceCompileError, KeyError, ValueError, OSError) as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _check_sql_params(where: str, sql_path, params: dict, paths: ProjectPaths) -> list[str]:
+    if not sql_path.is_file():
+        return [f"{where}.sql: file not found: {sql_path}"]
+    text = read_audience_sql(sql_path)
+    if not text:
+        return [f"{where}.sql: {sql_path} is empty; write a SELECT returning profile_id"]
+    problems = []
+    missing = sorted(referenced_params(text) - set(params))
+    if missing:
+        problems.append(
+            f"{where}.params: {sql_path.name} uses {', '.join(f'%({m})s' for m in missing)} "
+            f"but no value is given; add {', '.join(missing)} under {where}.params"
+        )
+    unused = sorted(set(params) - referenced_params(text))
+    if unused:
+        problems.append(f"{where}.params: {', '.join(unused)} not used by {sql_path.name}; remove or use them")
     return problems
 
 
 def check_campaign_in_store(conn: psycopg.Connection, config: CampaignConfig, paths: ProjectPaths) -> list[str]:
     """Plan the audience SQL in the store (no rows read) and check template fields exist."""
+    from campaign_orchestrator.audience.compile import AudienceCompileError, compile_audience
     from campaign_orchestrator.run.audience import probe_audience_columns
 
     problems: list[str] = []
-    sql_path = paths.sql / config.audience.sql
     try:
-        columns = probe_audience_columns(conn, read_audience_sql(sql_path), dict(config.audience.params), sql_path)
+        compiled = compile_audience(config, paths)
+        columns = probe_audience_columns(conn, compiled.text, compiled.params, compiled)
         if "profile_id" not in columns:
-            problems.append(f"audience.sql: {sql_path} must return a profile_id column; it returns {', '.join(columns)}")
-    except AudienceError as exc:
-        problems.append(f"audience.sql: {exc}")
+            problems.append(f"audience: {compiled.label} must return a profile_id column; it returns {', '.join(columns)}")
+    except (AudienceCompileError, AudienceError) as exc:
+        problems.append(f"audience: {exc}")
     problems += check_profile_fields(conn, config, paths)
     return problems
 

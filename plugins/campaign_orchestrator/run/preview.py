@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from campaign_orchestrator.audience.compile import compile_audience
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run
 from campaign_orchestrator.run.targeting import plan_batches, target_step
@@ -73,8 +74,9 @@ def preview_campaign(
     with conn.transaction(force_rollback=True):
         run_key = register_run(conn, config.id, f"preview__{uuid.uuid4().hex}", None, {})
         started = time.perf_counter()
+        compiled = compile_audience(config, paths, params)
         audience = evaluate_audience(
-            conn, run_key, paths.sql / config.audience.sql, {**config.audience.params, **(params or {})}, None
+            conn, run_key, compiled, None, None, config.audience.holdout, config.audience.split
         )
         preview = Preview(config.id, audience.size, time.perf_counter() - started, config.guardrails.max_audience)
         for step in config.steps:
@@ -118,7 +120,9 @@ def render_for_profile(
 
     with conn.transaction(force_rollback=True):
         run_key = register_run(conn, config.id, f"render__{uuid.uuid4().hex}", None, {})
-        evaluate_audience(conn, run_key, paths.sql / config.audience.sql, dict(config.audience.params), None)
+        evaluate_audience(
+            conn, run_key, compile_audience(config, paths), None, None, config.audience.holdout, config.audience.split
+        )
         target_step(conn, run_key, config, step)
         row = conn.execute(
             """

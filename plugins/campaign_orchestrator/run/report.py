@@ -21,6 +21,8 @@ class StepReport:
     failed: int = 0
     uncertain: int = 0
     pending: int = 0
+    held_out: int = 0
+    """The control group: members who got no message by design (audience.holdout)."""
     units: int = 0
     """Billable units of sent messages (SMS segments); 0 where a channel has none."""
     failures: dict[str, int] = field(default_factory=dict)
@@ -59,6 +61,8 @@ def compute_report(conn: psycopg.Connection, run_key: int, steps: list[tuple[str
             report.failures[reason or "failed"] = report.failures.get(reason or "failed", 0) + count
         elif status == "uncertain":
             report.uncertain += count
+        elif status == "held_out":
+            report.held_out += count
         else:  # pending or sending: a batch never completed
             report.pending += count
     return list(reports.values())
@@ -70,17 +74,17 @@ def store_report(conn: psycopg.Connection, run_key: int, reports: list[StepRepor
             conn.execute(
                 """
                 INSERT INTO campaign.step_report
-                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending, units)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending, units, held_out)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_key, step_id) DO UPDATE SET
                     targeted = EXCLUDED.targeted, excluded = EXCLUDED.excluded, sent = EXCLUDED.sent,
                     failed = EXCLUDED.failed, uncertain = EXCLUDED.uncertain, pending = EXCLUDED.pending,
-                    units = EXCLUDED.units,
+                    units = EXCLUDED.units, held_out = EXCLUDED.held_out,
                     computed_at = now()
                 """,
                 (
                     run_key, r.step_id, r.channel, r.targeted, Jsonb(r.excluded),
-                    r.sent, r.failed, r.uncertain, r.pending, r.units,
+                    r.sent, r.failed, r.uncertain, r.pending, r.units, r.held_out,
                 ),
             )
 
@@ -94,6 +98,8 @@ def format_report(campaign_id: str, audience_size: int, reports: list[StepReport
             f"{r.step_id:<20} {r.channel:<8} {r.targeted:>9,} {r.excluded_total:>9,} {r.sent:>8,} "
             f"{r.failed:>7,} {r.uncertain:>9,} {r.pending:>8,}"
         )
+        if r.held_out:
+            lines.append(f"{'':<20}   held out (control group): {r.held_out:,}")
         if r.units:
             lines.append(f"{'':<20}   segments: {r.units:,} ({r.units / max(r.sent, 1):.2f} per message)")
         for reason, count in sorted(r.excluded.items(), key=lambda kv: -kv[1]):

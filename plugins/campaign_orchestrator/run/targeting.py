@@ -83,6 +83,7 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
                     "campaign_id": config.id,
                     "channel": step.channel,
                     "purpose": step.purpose,
+                    "segment": step.segment,
                     **channel_params(step),
                 },
             )

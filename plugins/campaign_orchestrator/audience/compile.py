@@ -1,0 +1,264 @@
+"""Compile a campaign's audience config into one SELECT of (profile_id, entity_key).
+
+- ``sql``: the campaign's file, its params bound as they are.
+- ``blocks``: each block becomes a SELECT of (profile_id, entity_key): a SQL block is its
+  file with its params renamed ``<block>__<name>`` so blocks never collide; an entity block
+  is built with SQLAlchemy from the entity catalog — conditions on the entity and on linked
+  entities (``EXISTS``), then joins along the catalog's links to the profile. ``combine``
+  unions, intersects and excludes them in SQL.
+
+Everything stays inside PostgreSQL: the result is spliced as a subquery into the run's
+``INSERT … SELECT`` (or a preview's). Values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from campaign_orchestrator.audience.catalog import Catalog, Hop, load_catalog
+
+if TYPE_CHECKING:
+    from campaign_orchestrator.config.models import Audience, CampaignConfig, EntityBlock, SqlBlock
+    from campaign_orchestrator.paths import ProjectPaths
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+_DIALECT = postgresql.psycopg.dialect()
+
+
+class AudienceCompileError(ValueError):
+    """A block cannot be compiled; the message names the block and the field."""
+
+
+@dataclass
+class AudienceQuery:
+    """A SELECT returning profile_id (and entity_key when ``has_entity_key``), with params."""
+
+    text: str
+    params: dict[str, Any]
+    label: str
+    """What errors should name: the SQL file, or the campaign's audience blocks."""
+    has_entity_key: bool
+    source_file: Path | None = None
+    """Set when ``text`` is exactly one file, so error positions map to its lines."""
+    blocks: dict[str, str] = field(default_factory=dict)
+
+
+def compile_audience(
+    config: CampaignConfig, paths: ProjectPaths, overrides: dict[str, Any] | None = None
+) -> AudienceQuery:
+    audience = config.audience
+    overrides = overrides or {}
+    if audience.sql is not None:
+        path = paths.sql / audience.sql
+        return AudienceQuery(
+            read_sql(path), {**audience.params, **overrides}, str(path), has_entity_key=False, source_file=path
+        )
+    catalog = load_catalog(paths.root / "include" / "entities.yaml")
+    compiled = {name: _compile_block(name, block, catalog, paths, overrides) for name, block in audience.blocks.items()}
+    text, params = _combine(audience, compiled)
+    return AudienceQuery(
+        text,
+        params,
+        f"audience blocks of {config.id}",
+        has_entity_key=True,
+        blocks={name: q.text for name, q in compiled.items()},
+    )
+
+
+def read_sql(path: Path) -> str:
+    text = path.read_text(encoding="utf-8").strip()
+    # The SELECT is spliced in as a subquery, where a trailing semicolon is a syntax error.
+    return text.rstrip(";").rstrip()
+
+
+@dataclass
+class _Compiled:
+    text: str
+    params: dict[str, Any]
+
+
+def _compile_block(
+    name: str, block: EntityBlock | SqlBlock, catalog: Catalog, paths: ProjectPaths, overrides: dict[str, Any]
+) -> _Compiled:
+    from campaign_orchestrator.config.models import SqlBlock
+
+    if isinstance(block, SqlBlock):
+        text = read_sql(paths.sql / block.sql)
+        params = {**block.params, **{k.split("__", 1)[1]: v for k, v in overrides.items() if k.startswith(f"{name}__")}}
+        renamed = _PARAM.sub(lambda m: f"%({name}__{m.group(1)})s", text)
+        entity_key = "audience.entity_key::text" if block.returns_entity_key else "''"
+        # Newlines around spliced SQL: a file ending in a -- comment must not swallow the ")".
+        wrapped = f"SELECT audience.profile_id, {entity_key} AS entity_key FROM (\n{renamed}\n) AS audience"
+        return _Compiled(wrapped, {f"{name}__{k}": v for k, v in params.items()})
+    try:
+        select = EntityBlockCompiler(catalog, name, block).select()
+    except (KeyError, ValueError) as exc:
+        raise AudienceCompileError(f"audience.blocks.{name}: {exc.args[0] if exc.args else exc}") from exc
+    compiled = select.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    # SQLAlchemy names parameters per statement (status_1…): prefix them per block.
+    text = _PARAM.sub(lambda m: f"%({name}__{m.group(1)})s", str(compiled))
+    return _Compiled(text, {f"{name}__{k}": v for k, v in compiled.params.items()})
+
+
+def _combine(audience: Audience, compiled: dict[str, _Compiled]) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {}
+    for block in compiled.values():
+        params.update(block.params)
+    names = list(compiled)
+    union = audience.combine.union if audience.combine else names
+    intersect = audience.combine.intersect if audience.combine else []
+    exclude = audience.combine.exclude if audience.combine else []
+    parts = " UNION ".join(f"SELECT profile_id, entity_key FROM ({compiled[n].text}) AS {n}" for n in union)
+    text = f"SELECT combined.profile_id, combined.entity_key FROM ({parts}) AS combined"
+    conditions = [
+        f"combined.profile_id IN (SELECT profile_id FROM ({compiled[n].text}) AS {n})" for n in intersect
+    ] + [f"combined.profile_id NOT IN (SELECT profile_id FROM ({compiled[n].text}) AS {n})" for n in exclude]
+    if conditions:
+        text += " WHERE " + " AND ".join(conditions)
+    return text, params
+
+
+class EntityBlockCompiler:
+    """SQLAlchemy SELECT for one declarative block."""
+
+    def __init__(self, catalog: Catalog, name: str, block: EntityBlock) -> None:
+        self.catalog = catalog
+        self.name = name
+        self.block = block
+        self._param = 0
+        self._fields = self._referenced_fields()
+
+    def _referenced_fields(self) -> dict[str, set[str]]:
+        """Columns each entity needs: its key, its link columns, and the fields conditions name."""
+        fields: dict[str, set[str]] = {}
+        for name, entity in self.catalog.entities.items():
+            fields[name] = {entity.key, *entity.links.values()}
+        for group in [self.block.where, *self.block.any_of]:
+            for path in group:
+                if "." in path:
+                    other, column = path.split(".", 1)
+                    self.catalog.entity(other)
+                    fields[other].add(column)
+                else:
+                    fields[self.block.from_].add(path)
+        return fields
+
+    def select(self) -> sa.Select:
+        block = self.block
+        hops = self.catalog.path(block.from_, self.catalog.profile, block.via or None)
+        tables = {block.from_: self._table(block.from_, "b0")}
+        joined: sa.FromClause = tables[block.from_]
+        current = block.from_
+        for index, hop in enumerate(hops, start=1):
+            target = self._table(hop.target, f"b{index}")
+            joined = joined.join(target, tables[current].c[hop.source_column] == target.c[hop.target_column])
+            tables[hop.target] = target
+            current = hop.target
+        profile = tables[self.catalog.profile]
+        entity_key: sa.ColumnElement[Any] = sa.literal_column("''")
+        if block.entity_key is not None:
+            if block.entity_key not in tables:
+                raise ValueError(
+                    f"entity_key {block.entity_key!r} is not on the path {block.from_} -> "
+                    f"{' -> '.join(h.target for h in hops)}"
+                )
+            keyed = tables[block.entity_key]
+            entity_key = sa.cast(keyed.c[self.catalog.entity(block.entity_key).key], sa.Text)
+        conditions = self._conditions(block.where, block.from_, tables[block.from_])
+        if block.any_of:
+            conditions.append(sa.or_(*[sa.and_(*self._conditions(g, block.from_, tables[block.from_])) for g in block.any_of]))
+        key = self.catalog.entity(self.catalog.profile).key
+        return (
+            sa.select(profile.c[key].label("profile_id"), entity_key.label("entity_key"))
+            .select_from(joined)
+            .where(*conditions)
+            .distinct()
+        )
+
+    def _table(self, entity_name: str, alias: str) -> sa.Alias:
+        # Lightweight table clauses: only the columns this block uses, no reflection.
+        entity = self.catalog.entity(entity_name)
+        columns = [sa.column(c) for c in sorted(self._fields[entity_name])]
+        return sa.table(entity.name, *columns, schema=entity.schema).alias(alias)
+
+    def _conditions(self, where: dict[str, Any], entity_name: str, table: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        local: list[sa.ColumnElement[bool]] = []
+        linked: dict[str, dict[str, Any]] = {}
+        for path, condition in where.items():
+            if "." in path:
+                other, column = path.split(".", 1)
+                linked.setdefault(other, {})[column] = condition
+            else:
+                local.append(self._condition(table.c[path], path, condition))
+        for other, conditions in linked.items():
+            local.append(self._exists(entity_name, table, other, conditions))
+        return local
+
+    def _exists(self, entity_name: str, table: sa.FromClause, other: str, conditions: dict[str, Any]) -> sa.Exists:
+        """``has a linked <other> with …``: works whichever side of the link holds the column."""
+        hop = self._direct_hop(entity_name, other)
+        self._param += 1
+        linked = self._table(other, f"x{self._param}")
+        inner = [self._condition(linked.c[c], f"{other}.{c}", v) for c, v in conditions.items()]
+        return sa.exists().where(linked.c[hop.target_column] == table.c[hop.source_column], *inner)
+
+    def _direct_hop(self, entity_name: str, other: str) -> Hop:
+        for hop in self.catalog._neighbours(entity_name):
+            if hop.target == other:
+                return hop
+        raise ValueError(
+            f"{entity_name} has no link to {other!r}; linked entities: "
+            f"{', '.join(sorted(h.target for h in self.catalog._neighbours(entity_name))) or 'none'}"
+        )
+
+    def _condition(self, column: sa.ColumnElement[Any], path: str, condition: Any) -> sa.ColumnElement[bool]:
+        if not isinstance(condition, dict):
+            condition = {"eq": condition}
+        op, value = next(iter(condition.items()))
+        value = _typed(value)
+        if op == "eq":
+            return column.is_(None) if value is None else column == value
+        if op == "ne":
+            return column.is_not(None) if value is None else column != value
+        if op in ("lt", "lte", "gt", "gte"):
+            return {"lt": column < value, "lte": column <= value, "gt": column > value, "gte": column >= value}[op]
+        if op == "in":
+            return column.in_(value)
+        if op == "not_in":
+            return column.not_in(value)
+        if op == "between":
+            return column.between(value[0], value[1])
+        if op == "is_null":
+            return column.is_(None) if value else column.is_not(None)
+        if op == "like":
+            return column.like(value)
+        if op == "ilike":
+            return column.ilike(value)
+        days = sa.func.make_interval(0, 0, 0, sa.literal(int(value), sa.Integer))
+        if op == "within_next_days":
+            return sa.and_(column >= sa.func.current_date(), column <= sa.func.current_date() + days)
+        if op == "within_last_days":
+            return sa.and_(column >= sa.func.now() - days, column <= sa.func.now())
+        raise ValueError(f"{path}: unknown operator {op!r}")
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return value
+
+
+def seed_of(salt: str) -> int:
+    """A stable 63-bit seed for PostgreSQL's hashtextextended from a config salt."""
+    return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "big") >> 1
+
+
+__all__ = ["AudienceCompileError", "AudienceQuery", "compile_audience", "date", "datetime", "seed_of"]
