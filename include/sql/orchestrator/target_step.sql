@@ -37,12 +37,17 @@ reasoned AS (
     FROM member
 ),
 deduplicated AS (
-    -- Two profiles sharing an address: the lowest profile id keeps it.
+    -- Two profiles sharing an address: the lowest profile id keeps it. With one message per
+    -- entity, a profile gets at most %(max_per_profile)s of them (lowest entity keys first).
     SELECT reasoned.*,
            CASE
                WHEN reason IS NULL
                 AND dense_rank() OVER (PARTITION BY reason IS NULL, normalized ORDER BY profile_id) > 1
                THEN 'duplicate_address'
+               WHEN reason IS NULL AND %(max_per_profile)s::integer IS NOT NULL
+                AND row_number() OVER (PARTITION BY reason IS NULL, profile_id ORDER BY entity_key)
+                    > %(max_per_profile)s::integer
+               THEN 'max_messages_per_profile'
                ELSE reason
            END AS final_reason
     FROM reasoned

@@ -287,6 +287,12 @@ class Guardrails(StrictModel):
     error_rate_min_messages: int = Field(
         default=50, ge=1, description="Messages a batch must have attempted before the breaker may trip"
     )
+    max_messages_per_profile: int | None = Field(
+        default=None,
+        ge=1,
+        description="With one message per entity: a profile gets at most this many per step and run; "
+        "the rest are excluded (max_messages_per_profile)",
+    )
 
 
 class StepBase(StrictModel):

@@ -84,6 +84,7 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
                     "channel": step.channel,
                     "purpose": step.purpose,
                     "segment": step.segment,
+                    "max_per_profile": config.guardrails.max_messages_per_profile,
                     **channel_params(step),
                 },
             )

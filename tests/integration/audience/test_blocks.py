@@ -163,3 +163,35 @@ def test_block_config_errors_are_clear() -> None:
         campaign({"blocks": {"x": {"from": "profile"}}, "combine": {"union": ["x"], "exclude": ["nobody"]}})
     with pytest.raises(ValidationError, match="split percentages must be positive and add up to 100"):
         campaign({"blocks": {"x": {"from": "profile"}}, "split": {"segments": {"a": 50, "b": 40}}})
+
+
+def test_one_message_per_booking_capped_per_profile_and_sent_once_across_retries(conn, smtp_server) -> None:
+    from campaign_orchestrator.channels.factory import build_channel
+    from campaign_orchestrator.run.send import Batch, BatchSender
+    from campaign_orchestrator.run.targeting import plan_batches
+    from campaign_orchestrator.store.connect import store_connection
+
+    steps = [{"id": "mail", "channel": "email", "template": "winter_sale", "sender": "W <w@w.example>",
+              "consent": "not_opted_out", "connection_id": smtp_server.conn_id}]
+    config = campaign({"blocks": {"bookings": {"from": "booking", "where": {"status": "confirmed"},
+                                                "entity_key": "booking"}}}, steps)
+    config = config.model_copy(update={"guardrails": config.guardrails.model_copy(update={"max_messages_per_profile": 2})})
+    run_key = register_run(conn, config.id, "r1", None, {})
+    evaluate_audience(conn, run_key, compile_audience(config, PATHS), None, None)
+    result = target_step(conn, run_key, config, config.steps[0])
+    assert result.excluded.get("max_messages_per_profile", 0) > 0
+    per_profile = conn.execute("""
+        SELECT max(n) FROM (SELECT profile_id, count(*) n FROM campaign.message
+                            WHERE run_key = %s AND status = 'pending' GROUP BY profile_id) t""", (run_key,)).fetchone()[0]
+    assert per_profile == 2
+    renderer, open_sender = build_channel(config.steps[0], config, run_key, PATHS)
+    batches = [Batch.from_xcom(b) for b in plan_batches(result.sendable, 200)]
+    for _ in range(2):  # every batch twice: a retried or cleared task sends nothing again
+        for batch in batches:
+            BatchSender(store_connection, run_key, config.steps[0], renderer, open_sender).run(batch)
+    sent = conn.execute(
+        "SELECT count(*), count(DISTINCT (profile_id, entity_key)) FROM campaign.message "
+        "WHERE run_key = %s AND status = 'sent'", (run_key,)).fetchone()
+    assert sent[0] == sent[1] == result.sendable == len(smtp_server.handler.messages)
+    ids = Counter(m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0] for m in smtp_server.handler.messages)
+    assert max(ids.values()) == 1  # one message id per (profile, booking)
