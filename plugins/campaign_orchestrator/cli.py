@@ -1,4 +1,4 @@
-"""The authoring CLI: ``campaigns validate | schema | preview | render | proof | report | store``."""
+"""The authoring CLI: ``campaigns validate | schema | preview | render | proof | audiences | report | store``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--to", action="append", required=True, metavar="ADDRESS", help="seed address (repeatable)")
     p.add_argument("--step", help="step id (default: the first step)")
     p.set_defaults(handler=cmd_proof)
+
+    p = sub.add_parser("audiences", help="list saved audiences with their versions and sizes")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(handler=cmd_audiences)
 
     p = sub.add_parser("report", help="print the report of a campaign's latest run (or of every campaign)")
     p.add_argument("campaign", nargs="?")
@@ -201,6 +205,25 @@ def cmd_proof(args: argparse.Namespace) -> int:
         detail = f" ({outcome.reason}: {outcome.error})" if outcome.status != "sent" else ""
         print(f"{address}: {outcome.status}{detail}")
     return 0 if all(o.status == "sent" for _, o in results) else 1
+
+
+def cmd_audiences(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.audience.saved import list_saved_audiences
+    from campaign_orchestrator.store.connect import store_connection
+
+    with store_connection() as conn:
+        saved = list_saved_audiences(conn, args.name)
+    if not saved:
+        print("no saved audiences" + (f" named {args.name}" if args.name else ""))
+        return 0
+    print(f"{'name':<24} {'version':>7} {'size':>10}  {'saved at':<20} {'expires':<20} source")
+    for s in saved:
+        expires = s.expires_at.strftime("%Y-%m-%d %H:%M") if s.expires_at else "never"
+        print(
+            f"{s.name:<24} {s.version:>7} {s.size:>10,}  {s.created_at:%Y-%m-%d %H:%M}     {expires:<20} "
+            f"{s.source_campaign} / {s.source_dag_run_id}"
+        )
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         FinalizeRunOperator,
         PlanBatchesOperator,
         PrepareRunOperator,
+        SaveAudienceOperator,
         SendBatchOperator,
         TargetStepOperator,
     )
@@ -98,6 +99,9 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         evaluate = EvaluateAudienceOperator(task_id="evaluate_audience", **common)
         finalize = FinalizeRunOperator(task_id="finalize_report", trigger_rule=TriggerRule.ALL_DONE, retries=0, **common)
         prepare >> evaluate
+        if config.audience.save_as is not None:
+            save = SaveAudienceOperator(task_id="save_audience", **common)
+            evaluate >> save >> finalize
         for step in config.steps:
             target = TargetStepOperator(task_id=f"target_{step.id}", step_id=step.id, **common)
             if step.channel == "direct_mail":

@@ -88,8 +88,17 @@ class _Compiled:
 def _compile_block(
     name: str, block: EntityBlock | SqlBlock, catalog: Catalog, paths: ProjectPaths, overrides: dict[str, Any]
 ) -> _Compiled:
-    from campaign_orchestrator.config.models import SqlBlock
+    from campaign_orchestrator.config.models import SavedBlock, SqlBlock
 
+    if isinstance(block, SavedBlock):
+        # The version is resolved when the run evaluates; a missing one fails with its name.
+        version = None if block.version == "latest" else block.version
+        text = (
+            "SELECT m.profile_id, m.entity_key FROM campaign.saved_audience_member AS m "
+            "WHERE m.saved_id = campaign.saved_audience_id("
+            f"%({name}__saved)s, %({name}__version)s::integer)"
+        )
+        return _Compiled(text, {f"{name}__saved": block.saved, f"{name}__version": version})
     if isinstance(block, SqlBlock):
         text = read_sql(paths.sql / block.sql)
         params = {**block.params, **{k.split("__", 1)[1]: v for k, v in overrides.items() if k.startswith(f"{name}__")}}

@@ -185,16 +185,35 @@ def _check_sql_path(value: str) -> str:
     return value
 
 
+class SavedBlock(StrictModel):
+    """Members of a saved audience: its latest version, or a pinned one."""
+
+    saved: str = Field(pattern=IDENTIFIER, description="Name the audience was saved under")
+    version: int | Literal["latest"] = "latest"
+
+
 def _block_kind(value: Any) -> str:
     if isinstance(value, dict):
-        return "sql" if "sql" in value else "entity"
-    return "sql" if isinstance(value, SqlBlock) else "entity"
+        return "sql" if "sql" in value else "saved" if "saved" in value else "entity"
+    return {SqlBlock: "sql", SavedBlock: "saved"}.get(type(value), "entity")
 
 
 AudienceBlock = Annotated[
-    Annotated[EntityBlock, Tag("entity")] | Annotated[SqlBlock, Tag("sql")],
+    Annotated[EntityBlock, Tag("entity")] | Annotated[SqlBlock, Tag("sql")] | Annotated[SavedBlock, Tag("saved")],
     Discriminator(_block_kind),
 ]
+
+
+class SaveAs(StrictModel):
+    """Save each run's evaluated audience as a new version of a named saved audience."""
+
+    name: str = Field(pattern=IDENTIFIER)
+    retention: Duration | None = Field(default=None, description="Versions older than this are deleted; null: keep")
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
 
 
 class Combine(StrictModel):
@@ -247,6 +266,7 @@ class Audience(StrictModel):
     combine: Combine | None = None
     holdout: Holdout | None = None
     split: Split | None = None
+    save_as: SaveAs | None = None
 
     @field_validator("sql")
     @classmethod

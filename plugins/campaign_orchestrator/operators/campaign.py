@@ -120,6 +120,22 @@ class EvaluateAudienceOperator(CampaignOperator):
         return {"audience_size": result.size}
 
 
+class SaveAudienceOperator(CampaignOperator):
+    """Save the run's evaluated audience as a new version of a named saved audience."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.audience.saved import save_audience
+
+        save_as = self.campaign.audience.save_as
+        assert save_as is not None
+        with self.connect() as conn:
+            saved = save_audience(
+                conn, self.run_key(conn, context), self.campaign_id, context["run_id"], save_as.name, save_as.retention
+            )
+        log.info("Saved audience %s version %s: %s members", saved.name, saved.version, f"{saved.size:,}")
+        return {"name": saved.name, "version": saved.version, "size": saved.size}
+
+
 class TargetStepOperator(CampaignOperator):
     """Apply consent, suppression and address rules of one step; write its ledger rows."""
 

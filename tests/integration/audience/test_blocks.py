@@ -195,3 +195,39 @@ def test_one_message_per_booking_capped_per_profile_and_sent_once_across_retries
     assert sent[0] == sent[1] == result.sendable == len(smtp_server.handler.messages)
     ids = Counter(m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0] for m in smtp_server.handler.messages)
     assert max(ids.values()) == 1  # one message id per (profile, booking)
+
+
+def test_saved_audiences_are_versioned_once_per_run_and_read_back(conn, capsys) -> None:
+    from datetime import timedelta
+
+    from campaign_orchestrator.audience.saved import list_saved_audiences, save_audience
+    from campaign_orchestrator.cli import main
+    from campaign_orchestrator.run.audience import AudienceError
+
+    source = campaign({"blocks": {"fr": {"from": "profile", "where": {"country_code": "FR"}}},
+                       "save_as": {"name": "french", "retention": "30d"}})
+    saved = []
+    for run_id in ("r1", "r2"):
+        run_key = register_run(conn, source.id, run_id, None, {})
+        evaluate_audience(conn, run_key, compile_audience(source, PATHS), None, None)
+        saved.append(save_audience(conn, run_key, source.id, run_id, "french", timedelta(days=30)))
+        # a retried save task returns the same version, never a new one
+        assert save_audience(conn, run_key, source.id, run_id, "french", timedelta(days=30)) == saved[-1]
+    assert [s.version for s in saved] == [1, 2]
+    french = {r[0] for r in conn.execute("SELECT profile_id FROM crm.profile WHERE country_code = 'FR'")}
+    assert saved[0].size == len(french) > 0
+
+    conn.execute("DELETE FROM crm.profile WHERE profile_id = ANY(%s)", (sorted(french)[:5],))
+    reader = campaign({"blocks": {"v1": {"saved": "french", "version": 1}}})
+    assert {p for p, _ in members(conn, reader, "read_v1")} == french  # a snapshot, not a live query
+    latest = campaign({"blocks": {"v": {"saved": "french"}}})
+    assert {p for p, _ in members(conn, latest, "read_latest")} == french
+    assert [s.version for s in list_saved_audiences(conn, "french")] == [2, 1]
+
+    missing = campaign({"blocks": {"v": {"saved": "french", "version": 9}}})
+    with pytest.raises(AudienceError, match="no saved audience french version 9"):
+        members(conn, missing, "read_missing")
+
+    assert main(["audiences"]) == 0
+    out = capsys.readouterr().out
+    assert "french" in out and f"{len(french):,}" in out
