@@ -92,6 +92,30 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
                 description=f"Send even if the audience exceeds guardrails.max_audience "
                 f"({config.guardrails.max_audience or 'not set'}).",
             ),
+            "audience_params": Param(
+                {},
+                type="object",
+                title="Audience parameters for this run",
+                description="Override the config's audience params, e.g. {\"min_bookings\": 3}; "
+                "for a block's params write {\"<block>__<name>\": value}.",
+            ),
+            "limit": Param(
+                None, type=["null", "integer"], minimum=1, title="Limit",
+                description="Target at most this many audience members (first by profile id).",
+            ),
+            "dry_run": Param(
+                False, type="boolean", title="Dry run",
+                description="Render every message to files (.out/dry-runs/ or $CAMPAIGNS_DRY_RUN_DIR); send nothing.",
+            ),
+            "proof_to": Param(
+                [], type="array", items={"type": "string"}, title="Send proofs to",
+                description="Only send each step's message to these test addresses, personalized with "
+                "proof_profile_id; the audience and the ledger are not touched.",
+            ),
+            "proof_profile_id": Param(
+                None, type=["null", "integer"], title="Proof profile",
+                description="Whose data personalizes the proofs.",
+            ),
         },
         template_searchpath=[str(paths.sql), str(paths.templates)],
     ) as dag:

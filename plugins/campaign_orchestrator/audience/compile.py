@@ -50,6 +50,13 @@ class AudienceQuery:
     """Set when ``text`` is exactly one file, so error positions map to its lines."""
     blocks: dict[str, str] = field(default_factory=dict)
 
+    def limited(self, limit: int) -> AudienceQuery:
+        """The first ``limit`` members by profile id: an operator's cap for one run."""
+        text = f"SELECT * FROM (\n{self.text}\n) AS unlimited ORDER BY profile_id LIMIT %(run_limit)s"
+        return AudienceQuery(
+            text, {**self.params, "run_limit": limit}, f"{self.label} (limit {limit:,})", self.has_entity_key
+        )
+
 
 def compile_audience(
     config: CampaignConfig, paths: ProjectPaths, overrides: dict[str, Any] | None = None

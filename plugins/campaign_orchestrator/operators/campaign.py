@@ -8,12 +8,12 @@ its run in the store by the DAG run id, so XCom carries only counts and batch bo
 from __future__ import annotations
 
 import logging
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from campaign_orchestrator.channels.base import TransientSendError
 from campaign_orchestrator.config.loader import ConfigError, load_campaign_file, _read_defaults
@@ -84,6 +84,10 @@ class PrepareRunOperator(CampaignOperator):
         problems = check_campaign_templates(config, self.paths)
         if problems:
             raise AirflowFailException("Templates of this campaign cannot be rendered:\n" + "\n".join(problems))
+        params = dict(context.get("params") or {})
+        if params.get("proof_to"):
+            self._send_proofs(config, params)
+            raise AirflowSkipException("Proof run: proofs sent to the seed addresses; the audience is not touched")
         with self.connect() as conn:
             applied = migrate(conn, self.paths.migrations)
             if applied:
@@ -91,10 +95,32 @@ class PrepareRunOperator(CampaignOperator):
             problems = check_profile_fields(conn, config, self.paths)
             if problems:
                 raise AirflowFailException("Templates use fields the store lacks:\n" + "\n".join(problems))
-            params = dict(context["params"]) if context.get("params") else {}
             run_key = register_run(conn, config.id, context["run_id"], context.get("logical_date"), params)
         log.info("Run %s of campaign %s registered as run_key %s", context["run_id"], config.id, run_key)
         return {"run_key": run_key}
+
+    def _send_proofs(self, config: CampaignConfig, params: dict[str, Any]) -> None:
+        from campaign_orchestrator.run.proof import ProofError, send_proof
+
+        profile_id = params.get("proof_profile_id")
+        if profile_id is None:
+            raise AirflowFailException("proof_to needs proof_profile_id: whose data personalizes the proof")
+        failed = []
+        with self.connect() as conn:
+            for step in config.steps:
+                if step.channel == "direct_mail":
+                    log.info("Step %s: direct mail has no proof send", step.id)
+                    continue
+                try:
+                    results = send_proof(conn, config, step, self.paths, int(profile_id), list(params["proof_to"]))
+                except ProofError as exc:
+                    raise AirflowFailException(f"step {step.id}: {exc}") from exc
+                for address, outcome in results:
+                    log.info("Proof of step %s to %s: %s %s", step.id, address, outcome.status, outcome.error or "")
+                    if outcome.status != "sent":
+                        failed.append(f"{step.id} -> {address}: {outcome.reason} {outcome.error or ''}")
+        if failed:
+            raise AirflowFailException("Some proofs were not sent:\n" + "\n".join(failed))
 
 
 class EvaluateAudienceOperator(CampaignOperator):
@@ -110,7 +136,9 @@ class EvaluateAudienceOperator(CampaignOperator):
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
             try:
-                audience = compile_audience(config, self.paths)
+                audience = compile_audience(config, self.paths, dict(params.get("audience_params") or {}))
+                if params.get("limit"):
+                    audience = audience.limited(int(params["limit"]))
                 result = evaluate_audience(
                     conn, run_key, audience, None, limit, config.audience.holdout, config.audience.split
                 )
@@ -194,7 +222,7 @@ class SendBatchOperator(CampaignOperator):
         from campaign_orchestrator.channels.factory import build_channel
         from campaign_orchestrator.channels.registry import effective_connection_id
         from campaign_orchestrator.run.send import Batch, BatchSender, CircuitBreakerOpen, SendPolicy
-        from campaign_orchestrator.run.throttle import build_limiter
+        from campaign_orchestrator.run.throttle import NoLimit, build_limiter
 
         config = self.campaign
         step = config.step(self.step_id)
@@ -208,7 +236,14 @@ class SendBatchOperator(CampaignOperator):
             min_messages=config.guardrails.error_rate_min_messages,
         )
         renderer, open_sender = build_channel(step, config, run_key, self.paths)
-        limiter = build_limiter(
+        dry_run = bool((context.get("params") or {}).get("dry_run"))
+        if dry_run:
+            from campaign_orchestrator.channels.dry_run import FileSender, dry_run_folder
+
+            folder = dry_run_folder(self.paths.root, config.id, context["run_id"], step.id)
+            open_sender = partial(FileSender, folder)
+            log.info("Dry run: messages are rendered to %s; nothing is sent", folder)
+        limiter = NoLimit() if dry_run else build_limiter(
             self.connect,
             channel=step.channel,
             conn_id=effective_connection_id(step),
@@ -220,7 +255,7 @@ class SendBatchOperator(CampaignOperator):
         )
         sender = BatchSender(
             self.connect, run_key, step, renderer, open_sender,
-            on_uncertain=config.on_uncertain, limiter=limiter, policy=policy,
+            on_uncertain=config.on_uncertain, limiter=limiter, policy=policy, dry_run=dry_run,
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         try:
@@ -245,6 +280,9 @@ class FinalizeRunOperator(CampaignOperator):
         from campaign_orchestrator.run.runs import finish_run
 
         config = self.campaign
+        if (context.get("params") or {}).get("proof_to"):
+            log.info("Proof run: no audience, no report")
+            return {"proof": True}
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
             run = conn.execute(

@@ -56,10 +56,23 @@ class ExportDirectMailOperator(CampaignOperator):
             ).fetchone()[0]
             if not remaining:
                 raise AirflowSkipException(f"step {step.id} has nothing to export: no extract is written")
+            dry_run = bool((context.get("params") or {}).get("dry_run"))
+            if dry_run:
+                from campaign_orchestrator.channels.dry_run import dry_run_folder
+
+                # The extract goes to the dry-run folder, and its rows end 'rendered', not 'sent'.
+                folder = dry_run_folder(self.paths.root, self.campaign_id, context["run_id"], step.id)
+                step = step.model_copy(update={"destination": f"file://{folder}"})
             try:
                 manifest = export_direct_mail(conn, run_key, self.campaign_id, context["run_id"], step, self.connect)
             except ExportConfigError as exc:  # a retry would fail the same way
                 raise AirflowFailException(str(exc)) from exc
+            if dry_run:
+                conn.execute(
+                    "UPDATE campaign.message SET status = 'rendered' "
+                    "WHERE run_key = %s AND step_id = %s AND status = 'sent'",
+                    (run_key, step.id),
+                )
         return {
             "exported": manifest["rows"],
             "excluded_late": sum(excluded.values()),

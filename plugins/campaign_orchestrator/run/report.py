@@ -21,6 +21,8 @@ class StepReport:
     failed: int = 0
     uncertain: int = 0
     pending: int = 0
+    rendered: int = 0
+    """Messages a dry run rendered to files instead of sending."""
     held_out: int = 0
     """The control group: members who got no message by design (audience.holdout)."""
     units: int = 0
@@ -63,6 +65,8 @@ def compute_report(conn: psycopg.Connection, run_key: int, steps: list[tuple[str
             report.uncertain += count
         elif status == "held_out":
             report.held_out += count
+        elif status == "rendered":
+            report.rendered += count
         else:  # pending or sending: a batch never completed
             report.pending += count
     return list(reports.values())
@@ -74,17 +78,18 @@ def store_report(conn: psycopg.Connection, run_key: int, reports: list[StepRepor
             conn.execute(
                 """
                 INSERT INTO campaign.step_report
-                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending, units, held_out)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    (run_key, step_id, channel, targeted, excluded, sent, failed, uncertain, pending, units,
+                     held_out, rendered)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_key, step_id) DO UPDATE SET
                     targeted = EXCLUDED.targeted, excluded = EXCLUDED.excluded, sent = EXCLUDED.sent,
                     failed = EXCLUDED.failed, uncertain = EXCLUDED.uncertain, pending = EXCLUDED.pending,
-                    units = EXCLUDED.units, held_out = EXCLUDED.held_out,
+                    units = EXCLUDED.units, held_out = EXCLUDED.held_out, rendered = EXCLUDED.rendered,
                     computed_at = now()
                 """,
                 (
                     run_key, r.step_id, r.channel, r.targeted, Jsonb(r.excluded),
-                    r.sent, r.failed, r.uncertain, r.pending, r.units, r.held_out,
+                    r.sent, r.failed, r.uncertain, r.pending, r.units, r.held_out, r.rendered,
                 ),
             )
 
@@ -98,6 +103,8 @@ def format_report(campaign_id: str, audience_size: int, reports: list[StepReport
             f"{r.step_id:<20} {r.channel:<8} {r.targeted:>9,} {r.excluded_total:>9,} {r.sent:>8,} "
             f"{r.failed:>7,} {r.uncertain:>9,} {r.pending:>8,}"
         )
+        if r.rendered:
+            lines.append(f"{'':<20}   dry run: {r.rendered:,} messages rendered to files, none sent")
         if r.held_out:
             lines.append(f"{'':<20}   held out (control group): {r.held_out:,}")
         if r.units:

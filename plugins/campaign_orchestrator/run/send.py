@@ -120,6 +120,7 @@ class BatchSender:
         chunk_size: int = DEFAULT_CHUNK,
         limiter: RateLimiter | None = None,
         policy: SendPolicy | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -129,6 +130,7 @@ class BatchSender:
         self.on_uncertain = on_uncertain
         self.limiter = limiter or NoLimit()
         self.policy = policy or SendPolicy()
+        self.dry_run = dry_run
         # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
         # the provider sees at most rate + burst messages in any second.
         self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
@@ -311,7 +313,7 @@ class BatchSender:
         for outcome in outcomes:
             if outcome.status == "sent":
                 stats.sent += 1
-                status.append("sent")
+                status.append("rendered" if self.dry_run else "sent")
             elif outcome.status == "failed":
                 stats.count_failure(outcome.reason or "failed")
                 status.append("failed")
@@ -330,7 +332,7 @@ class BatchSender:
                     reason = v.reason,
                     error = v.error,
                     units = v.units,
-                    sent_at = CASE WHEN v.status = 'sent' THEN now() END,
+                    sent_at = CASE WHEN v.status IN ('sent', 'rendered') THEN now() END,
                     updated_at = now()
                 FROM unnest(%(profile_id)s::bigint[], %(entity_key)s::text[], %(status)s::text[],
                             %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[],
