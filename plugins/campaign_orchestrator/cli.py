@@ -101,10 +101,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     messages = [e.render() for e in errors]
     for campaign_id, (path, config) in configs.items():
         messages += [f"{path}: {p}" for p in check_campaign_deep(config, paths)]
-    if args.store and configs:
+    if args.store:
+        from campaign_orchestrator.audience.catalog import check_catalog_in_store, load_catalog
         from campaign_orchestrator.store.connect import store_connection
 
+        catalog_path = paths.root / "include" / "entities.yaml"
         with store_connection() as conn:
+            try:
+                messages += [f"{catalog_path}: {p}" for p in check_catalog_in_store(conn, load_catalog(catalog_path))]
+            except (OSError, ValueError) as exc:
+                messages.append(f"{catalog_path}: {exc}")
             for campaign_id, (path, config) in configs.items():
                 messages += [f"{path}: {p}" for p in check_campaign_in_store(conn, config, paths)]
     for message in messages:

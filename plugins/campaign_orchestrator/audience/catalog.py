@@ -132,3 +132,26 @@ def load_catalog(path: Path) -> Catalog:
 def _load(path: str, _mtime: int) -> Catalog:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return Catalog.model_validate(data)
+
+
+def check_catalog_in_store(conn, catalog: Catalog) -> list[str]:
+    """Every catalog entity's table, key and link columns must exist in the live store."""
+    columns: dict[str, set[str]] = {}
+    for schema, table, column in conn.execute(
+        "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+    ):
+        columns.setdefault(f"{schema}.{table}", set()).add(column)
+    problems = []
+    for name, entity in sorted(catalog.entities.items()):
+        have = columns.get(entity.table)
+        if have is None:
+            problems.append(f"entities.{name}.table: {entity.table} does not exist in the store")
+            continue
+        for field_name, column in [("key", entity.key), *((f"links.{t}", c) for t, c in entity.links.items())]:
+            if column not in have:
+                problems.append(
+                    f"entities.{name}.{field_name}: {entity.table} has no column {column!r}; "
+                    f"columns: {', '.join(sorted(have))}"
+                )
+    return problems

@@ -119,3 +119,18 @@ def test_proof_goes_to_seed_addresses_only_and_leaves_the_ledger_alone(store, ca
     assert first_name in received["qa@shop.example"]
     assert store.execute("SELECT count(*) FROM campaign.message").fetchone() == (0,)
     assert store.execute("SELECT count(*) FROM campaign.run").fetchone() == (0,)
+
+
+@pytest.mark.integration
+def test_validate_store_checks_the_entity_catalog_and_audiences_against_the_live_store(store, tmp_path, capsys, monkeypatch):
+    assert main(["validate", "--store"]) == 0
+    assert "checked against the store" in capsys.readouterr().out
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "include", root / "include")
+    shutil.copytree(CAMPAIGNS, root / "dags" / "campaigns")
+    monkeypatch.setenv("CAMPAIGNS_HOME", str(root))
+    catalog = root / "include" / "entities.yaml"
+    catalog.write_text(catalog.read_text().replace("links: {profile: profile_id, product: product_id}",
+                                                   "links: {profile: customer_id, product: product_id}"))
+    assert main(["validate", "--store"]) == 1
+    assert "entities.booking.links.profile: crm.booking has no column 'customer_id'" in capsys.readouterr().err
