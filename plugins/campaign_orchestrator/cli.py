@@ -31,6 +31,16 @@ class CliError(RuntimeError):
     pass
 
 
+def _connect():
+    """A store connection with the schema brought up to date: a fresh store just works."""
+    from campaign_orchestrator.store.connect import store_connection
+    from campaign_orchestrator.store.migrations import migrate
+
+    conn = store_connection()
+    migrate(conn, ProjectPaths.discover().migrations)
+    return conn
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="campaigns", description=__doc__)
     sub = parser.add_subparsers(metavar="COMMAND")
@@ -103,10 +113,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         messages += [f"{path}: {p}" for p in check_campaign_deep(config, paths)]
     if args.store:
         from campaign_orchestrator.audience.catalog import check_catalog_in_store, load_catalog
-        from campaign_orchestrator.store.connect import store_connection
 
         catalog_path = paths.root / "include" / "entities.yaml"
-        with store_connection() as conn:
+        with _connect() as conn:
             try:
                 messages += [f"{catalog_path}: {p}" for p in check_catalog_in_store(conn, load_catalog(catalog_path))]
             except (OSError, ValueError) as exc:
@@ -165,10 +174,9 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.preview import preview_campaign
-    from campaign_orchestrator.store.connect import store_connection
 
     paths, config = _load_one(args.campaign)
-    with store_connection() as conn:
+    with _connect() as conn:
         preview = preview_campaign(conn, config, paths, _parse_params(args.param))
     if args.json:
         print(json.dumps(preview.as_dict(), indent=2))
@@ -179,11 +187,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.preview import render_for_profile
-    from campaign_orchestrator.store.connect import store_connection
 
     paths, config = _load_one(args.campaign)
     step = config.step(args.step) if args.step else config.steps[0]
-    with store_connection() as conn:
+    with _connect() as conn:
         outcome = render_for_profile(conn, config, step, paths, args.profile)
     if outcome.excluded_reason:
         print(f"profile {args.profile} gets no message from step {step.id}: {outcome.excluded_reason}")
@@ -198,12 +205,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_proof(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.proof import ProofError, send_proof
-    from campaign_orchestrator.store.connect import store_connection
 
     paths, config = _load_one(args.campaign)
     step = config.step(args.step) if args.step else config.steps[0]
     try:
-        with store_connection() as conn:
+        with _connect() as conn:
             results = send_proof(conn, config, step, paths, args.profile, args.to)
     except ProofError as exc:
         raise CliError(str(exc)) from exc
@@ -215,9 +221,8 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 def cmd_audiences(args: argparse.Namespace) -> int:
     from campaign_orchestrator.audience.saved import list_saved_audiences
-    from campaign_orchestrator.store.connect import store_connection
 
-    with store_connection() as conn:
+    with _connect() as conn:
         saved = list_saved_audiences(conn, args.name)
     if not saved:
         print("no saved audiences" + (f" named {args.name}" if args.name else ""))
@@ -234,13 +239,12 @@ def cmd_audiences(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.report import compute_report, format_report
-    from campaign_orchestrator.store.connect import store_connection
 
     paths = ProjectPaths.discover()
     from campaign_orchestrator.config.loader import load_campaigns
 
     configs = load_campaigns(paths.campaigns, paths).configs
-    with store_connection() as conn:
+    with _connect() as conn:
         query = """
             SELECT DISTINCT ON (campaign_id) run_key, campaign_id, dag_run_id, status, coalesce(audience_size, 0)
             FROM campaign.run WHERE (%(campaign)s::text IS NULL OR campaign_id = %(campaign)s)
@@ -279,9 +283,8 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
 
 def cmd_store_demo_data(args: argparse.Namespace) -> int:
     import time
-
-    from campaign_orchestrator.store.connect import store_connection
     from campaign_orchestrator.store.demo_data import generate_demo_data
+    from campaign_orchestrator.store.connect import store_connection
     from campaign_orchestrator.store.migrations import migrate
 
     with store_connection() as conn:

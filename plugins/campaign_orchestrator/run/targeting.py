@@ -105,7 +105,7 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
         conn.execute(
             """
             SELECT reason, count(*) FROM campaign.message
-            WHERE run_key = %s AND step_id = %s AND status = 'excluded'
+            WHERE run_key = %s AND step_id = %s AND status IN ('excluded', 'held_out')
             GROUP BY reason ORDER BY reason
             """,
             (run_key, step.id),
