@@ -256,6 +256,7 @@ class SendBatchOperator(CampaignOperator):
         sender = BatchSender(
             self.connect, run_key, step, renderer, open_sender,
             on_uncertain=config.on_uncertain, limiter=limiter, policy=policy, dry_run=dry_run,
+            frequency_caps=() if dry_run else self._frequency_caps(),
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         try:
@@ -270,6 +271,15 @@ class SendBatchOperator(CampaignOperator):
             limiter.close()
         log.info("%s done: %s", batch.label(), stats.as_dict())
         return stats.as_dict()
+
+
+    def _frequency_caps(self):
+        from campaign_orchestrator.run.policies import load_policies
+
+        try:
+            return load_policies(Path(self.campaign_file).parent).frequency_caps
+        except ValueError as exc:  # sending without the caps would break them
+            raise AirflowFailException(str(exc)) from exc
 
 
 class FinalizeRunOperator(CampaignOperator):

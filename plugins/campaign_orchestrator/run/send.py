@@ -43,6 +43,7 @@ from campaign_orchestrator.channels.base import (
     TransientSendError,
 )
 from campaign_orchestrator.channels.registry import CHANNELS
+from campaign_orchestrator.run.policies import apply_frequency_caps
 from campaign_orchestrator.run.targeting import channel_params
 from campaign_orchestrator.run.throttle import NoLimit
 from campaign_orchestrator.sqlfiles import query
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from campaign_orchestrator.config.models import Step
+    from campaign_orchestrator.run.policies import FrequencyCap
     from campaign_orchestrator.run.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class BatchSender:
         limiter: RateLimiter | None = None,
         policy: SendPolicy | None = None,
         dry_run: bool = False,
+        frequency_caps: Sequence[FrequencyCap] = (),
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -131,6 +134,7 @@ class BatchSender:
         self.limiter = limiter or NoLimit()
         self.policy = policy or SendPolicy()
         self.dry_run = dry_run
+        self.caps = [c for c in frequency_caps if c.applies_to(step.channel, step.purpose)]
         # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
         # the provider sees at most rate + burst messages in any second.
         self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
@@ -273,6 +277,11 @@ class BatchSender:
                     late += 1
                     continue
                 recipients.append(Recipient(row[0], row[1], row[2], dict(zip(fields, row[4:]))))
+            if self.caps:
+                recipients, capped = apply_frequency_caps(
+                    conn, self.caps, self.run_key, self.step.id, self.step.channel, recipients
+                )
+                late += len(capped)
         return recipients, late
 
     def _send_chunk(self, sender: Sender, recipients: Sequence[Recipient]) -> list[Outcome]:

@@ -1,0 +1,135 @@
+"""Rules across all campaigns: frequency caps, read from dags/campaigns/_policies.yaml.
+
+```yaml
+frequency_caps:
+  - {channel: email, purpose: marketing, max: 3, per: 7d}   # at most 3 marketing emails a week
+  - {channel: sms, max: 1, per: 1d}                          # and 1 SMS a day, of any purpose
+```
+
+A cap is evaluated when a message is claimed for sending, against the communication history
+of every campaign (messages sent, or being sent right now). Profiles are locked in a fixed
+order while their history is counted, so two campaigns sending at once cannot both take the
+last place under a cap. A capped message is excluded with reason ``frequency_capped`` and
+counted in the run report, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from campaign_orchestrator.config.models import parse_duration
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import psycopg
+
+    from campaign_orchestrator.channels.base import Recipient
+
+POLICIES_FILE = "_policies.yaml"
+_LOCK_NAMESPACE = 726_374_002  # advisory-lock class of the per-profile cap locks
+
+
+class FrequencyCap(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Literal["email", "sms", "push", "direct_mail", "webhook"]
+    purpose: Literal["marketing", "transactional"] | None = Field(default=None, description="None: both")
+    max: int = Field(ge=0)
+    per: timedelta
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _per(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    def applies_to(self, channel: str, purpose: str) -> bool:
+        return self.channel == channel and (self.purpose is None or self.purpose == purpose)
+
+
+class Policies(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frequency_caps: list[FrequencyCap] = Field(default_factory=list)
+
+
+def load_policies(config_dir: Path) -> Policies:
+    path = config_dir / POLICIES_FILE
+    if not path.is_file():
+        return Policies()
+    try:
+        return Policies.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except Exception as exc:  # a broken rules file must stop sends, not be ignored
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def apply_frequency_caps(
+    conn: psycopg.Connection,
+    caps: Sequence[FrequencyCap],
+    run_key: int,
+    step_id: str,
+    channel: str,
+    recipients: list[Recipient],
+) -> tuple[list[Recipient], list[Recipient]]:
+    """Split a just-claimed chunk (rows in ``sending``, same transaction) into allowed and
+    capped recipients. Must run inside the claim's transaction: the advisory locks taken
+    here are held until it commits, together with the chunk's ``sending`` rows."""
+    if not caps or not recipients:
+        return recipients, []
+    profiles = sorted({r.profile_id for r in recipients})
+    # A fixed order: two campaigns locking overlapping profiles can never deadlock.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashint8(p)) FROM unnest(%s::bigint[]) AS p ORDER BY p",
+        (_LOCK_NAMESPACE, profiles),
+    )
+    remaining: dict[int, int] = {p: 1 << 30 for p in profiles}
+    for cap in caps:
+        used = dict(
+            conn.execute(
+                """
+                SELECT m.profile_id, count(*) FROM campaign.message m
+                WHERE m.profile_id = ANY(%(profiles)s) AND m.channel = %(channel)s
+                  AND (%(purpose)s::text IS NULL OR m.purpose = %(purpose)s)
+                  AND m.status IN ('sent', 'sending')
+                  AND coalesce(m.sent_at, m.claimed_at) >= now() - %(per)s::interval
+                  AND NOT (m.run_key = %(run_key)s AND m.step_id = %(step_id)s AND m.status = 'sending'
+                           AND (m.profile_id, m.entity_key) IN (
+                               SELECT * FROM unnest(%(chunk_profiles)s::bigint[], %(chunk_entities)s::text[])))
+                GROUP BY m.profile_id
+                """,
+                {
+                    "profiles": profiles,
+                    "channel": channel,
+                    "purpose": cap.purpose,
+                    "per": cap.per,
+                    "run_key": run_key,
+                    "step_id": step_id,
+                    "chunk_profiles": [r.profile_id for r in recipients],
+                    "chunk_entities": [r.entity_key for r in recipients],
+                },
+            ).fetchall()
+        )
+        for profile in profiles:
+            remaining[profile] = min(remaining[profile], cap.max - int(used.get(profile, 0)))
+    allowed, capped = [], []
+    for recipient in recipients:  # in seq order: a profile's first messages take its places
+        if remaining[recipient.profile_id] > 0:
+            remaining[recipient.profile_id] -= 1
+            allowed.append(recipient)
+        else:
+            capped.append(recipient)
+    if capped:
+        conn.execute(
+            """
+            UPDATE campaign.message SET status = 'excluded', reason = 'frequency_capped', updated_at = now()
+            WHERE run_key = %s AND step_id = %s AND status = 'sending'
+              AND (profile_id, entity_key) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
+            """,
+            (run_key, step_id, [r.profile_id for r in capped], [r.entity_key for r in capped]),
+        )
+    return allowed, capped
