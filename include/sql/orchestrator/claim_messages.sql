@@ -1,6 +1,9 @@
 -- Claim the next chunk of a batch for sending, re-checking consent and suppression at send
 -- time: a profile that opted out (or an address suppressed) after the audience was built is
 -- excluded here instead of claimed. FOR UPDATE SKIP LOCKED keeps concurrent claimers apart.
+-- Quiet hours in the recipient's time zone ({quiet} is true inside them, at %(now)s): a
+-- message whose rule defers is left pending for a later attempt; one that discards is
+-- excluded as quiet_hours.
 WITH candidate AS (
     SELECT m.ctid AS row_id, m.profile_id, m.entity_key,
            CASE
@@ -11,12 +14,14 @@ WITH candidate AS (
                    WHERE s.channel = %(suppression_channel)s AND s.address = {normalized}
                      AND (%(needs_consent)s OR s.reason IN ('hard_bounce', 'complaint', 'invalid'))
                ) THEN 'suppressed_during_run'
+               WHEN %(quiet_discard)s AND {quiet} THEN 'quiet_hours'
            END AS late_reason
     FROM campaign.message m
     JOIN crm.profile p ON p.profile_id = m.profile_id
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
     WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
       AND m.seq BETWEEN %(lo)s AND %(hi)s AND m.status = 'pending'
+      AND NOT (%(quiet_defer)s AND {quiet})
     ORDER BY m.seq
     LIMIT %(chunk)s
     FOR UPDATE OF m SKIP LOCKED

@@ -115,6 +115,8 @@ class BatchStats:
     excluded_late: int = 0
     uncertain: int = 0
     returned_to_pending: int = 0
+    deferred: int = 0
+    """Left pending by quiet hours: a later attempt of the batch sends them."""
     failures: dict[str, int] = field(default_factory=dict)
 
     def count_failure(self, reason: str) -> None:
@@ -128,6 +130,7 @@ class BatchStats:
             "excluded_late": self.excluded_late,
             "uncertain": self.uncertain,
             "returned_to_pending": self.returned_to_pending,
+            "deferred": self.deferred,
             "failures": dict(self.failures),
         }
 

@@ -8,6 +8,7 @@ its run in the store by the DAG run id, so XCom carries only counts and batch bo
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from campaign_orchestrator.config.models import CampaignConfig
 
 log = logging.getLogger(__name__)
+
+QUIET_HOURS_RECHECK = timedelta(minutes=15)
+"""How long a batch waiting for quiet hours to end sleeps (deferred, no worker slot) between tries."""
 
 
 class CampaignOperator(BaseOperator):
@@ -243,6 +247,7 @@ class SendBatchOperator(CampaignOperator):
             folder = dry_run_folder(self.paths.root, config.id, context["run_id"], step.id)
             open_sender = partial(FileSender, folder)
             log.info("Dry run: messages are rendered to %s; nothing is sent", folder)
+        policies = self._policies()
         limiter = NoLimit() if dry_run else build_limiter(
             self.connect,
             channel=step.channel,
@@ -256,7 +261,8 @@ class SendBatchOperator(CampaignOperator):
         sender = BatchSender(
             self.connect, run_key, step, renderer, open_sender,
             on_uncertain=config.on_uncertain, limiter=limiter, policy=policy, dry_run=dry_run,
-            frequency_caps=() if dry_run else self._frequency_caps(),
+            frequency_caps=() if dry_run else policies.frequency_caps,
+            quiet_hours=() if dry_run else policies.quiet_rules(step.channel),
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         try:
@@ -269,16 +275,29 @@ class SendBatchOperator(CampaignOperator):
             raise AirflowFailException(str(exc)) from exc
         finally:
             limiter.close()
+        if stats.deferred:
+            # Quiet hours in some recipients' time zones: free the worker slot and come back.
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            wake = datetime.now(timezone.utc) + QUIET_HOURS_RECHECK
+            if policy.deadline is not None:
+                wake = min(wake, policy.deadline)
+            log.info("%s: %d messages wait for quiet hours to end; deferring until %s", batch.label(),
+                     stats.deferred, wake)
+            self.defer(trigger=DateTimeTrigger(moment=wake), method_name="resume_after_quiet_hours")
         log.info("%s done: %s", batch.label(), stats.as_dict())
         return stats.as_dict()
 
+    def resume_after_quiet_hours(self, context: Context, event: Any = None) -> dict[str, Any]:
+        return self.execute(context)
 
-    def _frequency_caps(self):
+
+    def _policies(self):
         from campaign_orchestrator.run.policies import load_policies
 
         try:
-            return load_policies(Path(self.campaign_file).parent).frequency_caps
-        except ValueError as exc:  # sending without the caps would break them
+            return load_policies(Path(self.campaign_file).parent)
+        except ValueError as exc:  # sending without the caps and quiet hours would break them
             raise AirflowFailException(str(exc)) from exc
 
 

@@ -1,9 +1,11 @@
-"""Rules across all campaigns: frequency caps, read from dags/campaigns/_policies.yaml.
+"""Rules across all campaigns: frequency caps and quiet hours, from dags/campaigns/_policies.yaml.
 
 ```yaml
 frequency_caps:
   - {channel: email, purpose: marketing, max: 3, per: 7d}   # at most 3 marketing emails a week
   - {channel: sms, max: 1, per: 1d}                          # and 1 SMS a day, of any purpose
+quiet_hours:                      # default when absent: SMS and push deferred 21:00-08:00
+  - {channels: [sms, push], start: "21:00", end: "08:00", fallback: defer}
 ```
 
 A cap is evaluated when a message is claimed for sending, against the communication history
@@ -52,10 +54,33 @@ class FrequencyCap(BaseModel):
         return self.channel == channel and (self.purpose is None or self.purpose == purpose)
 
 
+class QuietHours(BaseModel):
+    """No message on ``channels`` between ``start`` and ``end`` in the recipient's local time
+    (a window may cross midnight). ``fallback: defer`` sends them once the window ends, within
+    the run's send window; ``discard`` excludes them as quiet_hours. Both are reported."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[Literal["email", "sms", "push", "webhook"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    fallback: Literal["defer", "discard"] = "defer"
+
+
+DEFAULT_QUIET_HOURS = (QuietHours(channels=["sms", "push"], start="21:00", end="08:00", fallback="defer"),)
+
+
 class Policies(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
+    quiet_hours: list[QuietHours] | None = Field(
+        default=None, description="None: the default (no SMS or push between 21:00 and 08:00, deferred)"
+    )
+
+    def quiet_rules(self, channel: str) -> list[QuietHours]:
+        rules = DEFAULT_QUIET_HOURS if self.quiet_hours is None else self.quiet_hours
+        return [r for r in rules if channel in r.channels]
 
 
 def load_policies(config_dir: Path) -> Policies:
@@ -133,3 +158,27 @@ def apply_frequency_caps(
             (run_key, step_id, [r.profile_id for r in capped], [r.entity_key for r in capped]),
         )
     return allowed, capped
+
+
+def quiet_hours_sql(rules: Sequence[QuietHours]):
+    """A boolean SQL expression over the profile ``p`` and ``%(now)s``: inside a quiet window.
+
+    Local time comes from the profile's IANA time zone (UTC when unknown or invalid), so
+    daylight saving changes move the window with the recipient's clock.
+    """
+    from psycopg import sql
+
+    if not rules:
+        return sql.SQL("false")
+    local = sql.SQL(
+        "((%(now)s::timestamptz) AT TIME ZONE coalesce("
+        "(SELECT tz.name FROM pg_timezone_names tz WHERE tz.name = p.time_zone), 'UTC'))::time"
+    )
+    windows = []
+    for rule in rules:
+        start, end = sql.Literal(rule.start + ":00"), sql.Literal(rule.end + ":00")
+        if rule.start > rule.end:  # crosses midnight
+            windows.append(sql.SQL("({l} >= {s}::time OR {l} < {e}::time)").format(l=local, s=start, e=end))
+        else:
+            windows.append(sql.SQL("({l} >= {s}::time AND {l} < {e}::time)").format(l=local, s=start, e=end))
+    return sql.SQL("(") + sql.SQL(" OR ").join(windows) + sql.SQL(")")

@@ -43,7 +43,7 @@ from campaign_orchestrator.channels.base import (
     TransientSendError,
 )
 from campaign_orchestrator.channels.registry import CHANNELS
-from campaign_orchestrator.run.policies import apply_frequency_caps
+from campaign_orchestrator.run.policies import apply_frequency_caps, quiet_hours_sql
 from campaign_orchestrator.run.targeting import channel_params
 from campaign_orchestrator.run.throttle import NoLimit
 from campaign_orchestrator.sqlfiles import query
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from campaign_orchestrator.config.models import Step
-    from campaign_orchestrator.run.policies import FrequencyCap
+    from campaign_orchestrator.run.policies import FrequencyCap, QuietHours
     from campaign_orchestrator.run.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,8 @@ class BatchSender:
         policy: SendPolicy | None = None,
         dry_run: bool = False,
         frequency_caps: Sequence[FrequencyCap] = (),
+        quiet_hours: Sequence[QuietHours] = (),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -135,6 +137,8 @@ class BatchSender:
         self.policy = policy or SendPolicy()
         self.dry_run = dry_run
         self.caps = [c for c in frequency_caps if c.applies_to(step.channel, step.purpose)]
+        self.quiet = [r for r in quiet_hours if step.channel in r.channels]
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
         # the provider sees at most rate + burst messages in any second.
         self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
@@ -142,6 +146,7 @@ class BatchSender:
         self._claim_sql = query(
             "claim_messages",
             normalized=sql.SQL(self.spec.normalized_sql),  # type: ignore[arg-type]  # registry's own SQL
+            quiet=quiet_hours_sql(self.quiet),
             profile_fields=sql.SQL("").join(
                 sql.SQL(", p.{}").format(sql.Identifier(f)) for f in renderer.profile_fields
             ),
@@ -190,6 +195,15 @@ class BatchSender:
 
     def _send_all(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> None:
         started = time.monotonic()
+        self._send_loop(conn, batch, stats, started)
+        if self.quiet:
+            stats.deferred = conn.execute(
+                "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s "
+                "AND seq BETWEEN %s AND %s AND status = 'pending'",
+                (self.run_key, self.step.id, batch.lo, batch.hi),
+            ).fetchone()[0]
+
+    def _send_loop(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats, started: float) -> None:
         done = 0
         backoffs = 0
         with self.open_sender() as sender:
@@ -235,7 +249,7 @@ class BatchSender:
     def _window_closed(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> bool:
         """Past the send window, what is still pending is excluded and counted, not dropped."""
         deadline = self.policy.deadline
-        if deadline is None or datetime.now(timezone.utc) < deadline:
+        if deadline is None or self.clock() < deadline:
             return False
         expired = conn.execute(
             """
@@ -266,6 +280,10 @@ class BatchSender:
             "lo": batch.lo,
             "hi": batch.hi,
             "chunk": self.chunk_size,
+            "now": self.clock(),
+            # One fallback per channel: if any of its rules discards, its quiet windows discard.
+            "quiet_defer": bool(self.quiet) and not any(r.fallback == "discard" for r in self.quiet),
+            "quiet_discard": any(r.fallback == "discard" for r in self.quiet),
             **channel_params(self.step),
         }
         fields = self.renderer.profile_fields
