@@ -33,6 +33,11 @@ def campaigns_dir(tmp_path: Path) -> Path:
         if step["channel"] == "direct_mail":
             step["destination"] = f"file://{tmp_path / 'extracts'}"
     (folder / f"{CAMPAIGN}.yaml").write_text(yaml.safe_dump(data))
+    # The default quiet hours would defer SMS and push for profiles whose local time is
+    # night when the test happens to run; they have their own test (test_quiet_hours.py).
+    policies = yaml.safe_load((folder / "_policies.yaml").read_text()) or {}
+    policies["quiet_hours"] = []
+    (folder / "_policies.yaml").write_text(yaml.safe_dump(policies))
     return folder
 
 
