@@ -121,7 +121,14 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
     ) as dag:
         prepare = PrepareRunOperator(task_id="prepare_run", **common)
         evaluate = EvaluateAudienceOperator(task_id="evaluate_audience", **common)
-        finalize = FinalizeRunOperator(task_id="finalize_report", trigger_rule=TriggerRule.ALL_DONE, retries=0, **common)
+        finalize = FinalizeRunOperator(
+            task_id="finalize_report",
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=0,
+            # Updated only when the run succeeds: campaigns scheduled `after` this one start then.
+            outlets=[completed_asset(config.id)],
+            **common,
+        )
         prepare >> evaluate
         if config.audience.save_as is not None:
             save = SaveAudienceOperator(task_id="save_audience", **common)
@@ -190,12 +197,30 @@ def _schedule(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]:
     sched = config.schedule
     if sched.manual:
         return None, start, end
+    if sched.after or sched.on_data:
+        # Every listed asset must have been updated since the last run (Airflow's AND).
+        return [completed_asset(c) for c in sched.after] + [data_asset(t) for t in sched.on_data], start, end
     if sched.once is not None:
         return "@once", _localize(sched.once, tz), end
     cron = CRON_PRESETS.get(sched.cron, sched.cron)
     # Trigger semantics: a campaign scheduled at 09:00 runs at 09:00 local time, not at the
     # end of a data interval; the time zone makes DST changes move with local time.
     return CronTriggerTimetable(cron, timezone=config.timezone), start, end
+
+
+def completed_asset(campaign_id: str):
+    """The Asset a campaign's successful run updates: its end, which other campaigns can follow."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"campaign_completed_{campaign_id}", uri=f"campaign://{campaign_id}/completed")
+
+
+def data_asset(table: str):
+    """The Asset an ingestion updates when it has loaded new rows into a store table."""
+    from airflow.sdk import Asset
+
+    schema, name = table.split(".", 1)
+    return Asset(name=f"campaign_store_{schema}_{name}", uri=f"campaign-store://{schema}/{name}")
 
 
 def _localize(value: datetime | date, tz: ZoneInfo, end_of_day: bool = False) -> datetime:

@@ -25,6 +25,8 @@ from campaign_orchestrator.dag_factory import INVALID_TAG
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 CAMPAIGNS = DAGS / "campaigns"
+SERVICE_DAGS = {"campaign_feedback"}
+"""DAGs of the product itself, not built from a campaign file."""
 
 
 @contextmanager
@@ -68,13 +70,13 @@ def test_one_dag_per_campaign_file_and_no_import_errors() -> None:
     assert bag.import_errors == {}
     expected = {p.stem for p in campaign_files(CAMPAIGNS)}
     assert expected, "the repository ships demo campaigns"
-    assert set(bag.dag_ids) == expected
+    assert set(bag.dag_ids) == expected | SERVICE_DAGS
     assert counts == {"sql": 0, "psycopg_connect": 0, "get_connection": 0, "variable_get": 0}
 
 
 def test_campaign_dag_shape() -> None:
     bag = dagbag()
-    for dag_id in bag.dag_ids:
+    for dag_id in set(bag.dag_ids) - SERVICE_DAGS:
         dag = bag.dags[dag_id]
         assert dag.max_active_runs == 1 and not dag.catchup
         assert "campaign" in dag.tags
@@ -101,7 +103,7 @@ def test_a_broken_config_fails_visibly_and_hides_nothing(config_dir_with_a_broke
     with forbidden_io() as counts:
         bag = dagbag()
     good = {p.stem for p in campaign_files(CAMPAIGNS)}
-    assert good | {"broken_offer"} == set(bag.dag_ids)
+    assert good | {"broken_offer"} | SERVICE_DAGS == set(bag.dag_ids)
     placeholder = bag.dags["broken_offer"]
     assert INVALID_TAG in placeholder.tags
     assert "audience.sql: file not found" in placeholder.doc_md
@@ -121,3 +123,22 @@ def test_parsing_context_builds_only_the_requested_campaign(monkeypatch: pytest.
     namespace: dict = {}
     build_dags(namespace)
     assert [d.dag_id for d in namespace.values()] == [wanted]
+
+
+def test_a_campaign_can_start_when_another_ends_or_when_data_arrives(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder)
+    base = (CAMPAIGNS / "winter_sale.yaml").read_text()
+    (folder / "follow_up.yaml").write_text(
+        base.replace("id: winter_sale", "id: follow_up").replace('"0 9 * * 1"', "{after: [winter_sale]}"))
+    (folder / "fresh_bookings.yaml").write_text(
+        base.replace("id: winter_sale", "id: fresh_bookings").replace('"0 9 * * 1"', "{on_data: [crm.booking]}"))
+    monkeypatch.setenv("CAMPAIGNS_CONFIG_DIR", str(folder))
+    bag = dagbag()
+    assert bag.import_errors == {}
+    signalled = {a.uri for a in bag.dags["winter_sale"].get_task("finalize_report").outlets}
+    assert signalled == {"campaign://winter_sale/completed"}
+    follow_up = bag.dags["follow_up"]
+    assert {a.uri for a in follow_up.timetable.asset_condition.objects} == signalled
+    fresh = bag.dags["fresh_bookings"]
+    assert {a.uri for a in fresh.timetable.asset_condition.objects} == {"campaign-store://crm/booking"}

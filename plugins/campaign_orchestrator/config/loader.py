@@ -100,7 +100,40 @@ def load_campaigns(
             continue
         seen_in[loaded.id] = path
         result.configs[loaded.id] = (path, loaded)
+    if only_id is None:
+        _check_campaign_links(result)
     return result
+
+
+def _check_campaign_links(result: LoadResult) -> None:
+    """``schedule.after`` must name existing campaigns and must not loop back."""
+    after = {cid: list(config.schedule.after) for cid, (_, config) in result.configs.items()}
+    broken: dict[str, str] = {}
+    for cid, targets in after.items():
+        unknown = [t for t in targets if t not in after]
+        if unknown:
+            broken[cid] = f"unknown campaign {unknown[0]!r}; campaigns: {', '.join(sorted(after))}"
+    for cid in after:
+        path, node = [cid], cid
+        seen = {cid}
+        stack = [(cid, iter(after.get(cid, [])))]
+        while stack:  # depth-first search for a cycle through cid
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                continue
+            if child == cid:
+                broken.setdefault(cid, "a cycle: " + " -> ".join([*path, cid]))
+                break
+            if child in after and child not in seen:
+                seen.add(child)
+                path.append(child)
+                stack.append((child, iter(after[child])))
+    for cid, message in sorted(broken.items()):
+        path, _ = result.configs.pop(cid)
+        result.errors.append(ConfigError(path, cid, (ConfigProblem("schedule.after", message),)))
 
 
 def load_campaign_file(

@@ -57,6 +57,15 @@ class Schedule(StrictModel):
     cron: str | None = None
     once: datetime | None = None
     manual: bool = False
+    after: list[str] = Field(
+        default_factory=list,
+        description="Run when these campaigns' runs have succeeded (their end signals an Airflow Asset)",
+    )
+    on_data: list[str] = Field(
+        default_factory=list,
+        description="Run when these store tables (schema.table) have new data: the ingestion that loads "
+        "them updates the Asset campaign-store://<schema>/<table>",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -70,11 +79,20 @@ class Schedule(StrictModel):
         chosen = [name for name in ("cron", "once") if getattr(self, name) is not None]
         if self.manual:
             chosen.append("manual")
+        if self.after or self.on_data:
+            chosen.append("after/on_data")
         if len(chosen) != 1:
             raise ValueError(
                 "give exactly one of: a cron expression ('0 9 * * 1'), a preset "
-                f"({', '.join(SCHEDULE_PRESETS)}), 'manual', or {{once: 2026-12-01T09:00}}"
+                f"({', '.join(SCHEDULE_PRESETS)}), 'manual', {{once: 2026-12-01T09:00}}, "
+                "or assets: {after: [campaign_id]} and/or {on_data: [schema.table]}"
             )
+        for campaign_id in self.after:
+            if not re.match(IDENTIFIER, campaign_id):
+                raise ValueError(f"after: {campaign_id!r} is not a campaign id")
+        for table in self.on_data:
+            if not re.match(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", table):
+                raise ValueError(f"on_data: {table!r} must be schema.table, e.g. crm.booking")
         return self
 
     @field_validator("cron")

@@ -164,3 +164,17 @@ def test_duplicate_step_ids_and_bad_sender(project: ProjectPaths) -> None:
     write(project, "spring_sale.yaml", text)
     message = only_error(project)
     assert "'not-an-address' is not an email address" in message
+
+
+def test_asset_schedules_reference_existing_campaigns_without_cycles(project: ProjectPaths) -> None:
+    write(project, "a.yaml", VALID.replace("id: spring_sale", "id: a").replace('"0 9 * * 1"', "{after: [b]}"))
+    write(project, "b.yaml", VALID.replace("id: spring_sale", "id: b").replace('"0 9 * * 1"', "{after: [c]}"))
+    write(project, "c.yaml", VALID.replace("id: spring_sale", "id: c").replace('"0 9 * * 1"', "{after: [a]}"))
+    write(project, "d.yaml", VALID.replace("id: spring_sale", "id: d").replace('"0 9 * * 1"', "{after: [zz]}"))
+    write(project, "e.yaml", VALID.replace("id: spring_sale", "id: e").replace('"0 9 * * 1"',
+                                                                             "{on_data: [crm.booking]}"))
+    result = load(project)
+    assert set(result.configs) == {"e"}
+    messages = {e.campaign_id: e.render() for e in result.errors}
+    assert "schedule.after: a cycle: a -> b -> c -> a" in messages["a"]
+    assert "schedule.after: unknown campaign 'zz'" in messages["d"]
