@@ -117,7 +117,13 @@ def main() -> None:
         (folder / "body.html").write_text(HTML)
         paths = ProjectPaths(root)
         step = EmailStep(id="main", channel="email", template="spring", sender=SENDER, reply_to=REPLY_TO)
-        renderer = EmailRenderer(step, SimpleNamespace(id="spring", description="Spring offers"), 1, paths)
+        from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
+
+        # Marketing mail carries a signed unsubscribe link: sign with a throwaway secret.
+        unsubscribe = UnsubscribeSettings(secrets=("x" * 32,), base_url="https://bench.example")
+        renderer = EmailRenderer(
+            step, SimpleNamespace(id="spring", description="Spring offers"), 1, paths, unsubscribe=unsubscribe
+        )
         env = template_environment(paths.templates)
         parts = [env.get_template(f"spring/{p}") for p in ("subject.txt", "body.txt", "body.html")]
         people = recipients(n)

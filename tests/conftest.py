@@ -20,6 +20,11 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["CAMPAIGNS_HOME"] = str(ROOT)
 # Tests never fall back to an embedded store silently: the store fixture says which it uses.
 os.environ.pop("CAMPAIGNS_EMBEDDED_STORE", None)
+# Marketing emails carry a signed one-click unsubscribe link (test-only secret).
+os.environ.setdefault(
+    "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE",
+    '{"conn_type": "generic", "host": "https://campaigns.test.example", "password": "test-secret-0123456789abcdef"}',
+)
 
 pytest_plugins = [
     "tests.fixtures.store",

@@ -65,7 +65,7 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         TargetStepOperator,
     )
 
-    schedule, start, end = _schedule(config)
+    schedule, start, end = schedule_of(config)
     common = {"campaign_file": str(path), "campaign_id": config.id}
     with DAG(
         dag_id=config.id,
@@ -188,7 +188,7 @@ def config_error_summary(config_dir: Path | None = None) -> str | None:
     )
 
 
-def _schedule(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]:
+def schedule_of(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]:
     from airflow.sdk import CronTriggerTimetable
 
     tz = ZoneInfo(config.timezone)

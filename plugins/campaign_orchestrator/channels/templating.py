@@ -8,7 +8,7 @@ error (:class:`~jinja2.StrictUndefined`) rather than an empty string in 100,000 
 Two static checks run on the template source before anything is sent:
 
 - :func:`undeclared_variables` rejects top-level names other than those a send provides
-  (``profile``, ``campaign``, ``message``, ``entity_key``);
+  (``profile``, ``campaign``, ``message``, ``entity_key``, ``unsubscribe_url``);
 - :func:`referenced_fields` lists the ``profile`` columns the templates read, which is all a
   send fetches from the CRM (the "skinny profile").
 
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
     from jinja2 import Environment
 
-CONTEXT_NAMES = frozenset({"profile", "campaign", "message", "entity_key"})
-"""Top-level names a template may use, besides Jinja's own globals (``range``, ``namespace``…)."""
+CONTEXT_NAMES = frozenset({"profile", "campaign", "message", "entity_key", "unsubscribe_url"})
+"""Top-level names a template may use, besides Jinja's own globals (``range``, ``namespace``…).
+``unsubscribe_url`` is the signed one-click link of a marketing email (None elsewhere)."""
 
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DICT_ATTRIBUTES = frozenset(dir(dict))

@@ -22,6 +22,10 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("AIRFLOW_HOME", str(paths.root / ".airflow"))
     env.setdefault("CAMPAIGNS_EMBEDDED_STORE", str(paths.root / ".campaign-store"))
+    if "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE" not in env:
+        from campaign_orchestrator.devtools.local_connections import unsubscribe_connection
+
+        env["AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE"] = unsubscribe_connection(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
 
     from campaign_orchestrator.store.connect import store_connection

@@ -88,6 +88,7 @@ class PrepareRunOperator(CampaignOperator):
         problems = check_campaign_templates(config, self.paths)
         if problems:
             raise AirflowFailException("Templates of this campaign cannot be rendered:\n" + "\n".join(problems))
+        self._check_unsubscribe(config)
         params = dict(context.get("params") or {})
         if params.get("proof_to"):
             self._send_proofs(config, params)
@@ -102,6 +103,20 @@ class PrepareRunOperator(CampaignOperator):
             run_key = register_run(conn, config.id, context["run_id"], context.get("logical_date"), params)
         log.info("Run %s of campaign %s registered as run_key %s", context["run_id"], config.id, run_key)
         return {"run_key": run_key}
+
+    @staticmethod
+    def _check_unsubscribe(config: CampaignConfig) -> None:
+        """Marketing email needs its signed unsubscribe link: fail the run now, not each message."""
+        if not any(s.channel == "email" and s.purpose == "marketing" for s in config.steps):
+            return
+        from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, load_settings
+
+        try:
+            load_settings().url("")
+        except UnsubscribeNotConfigured as exc:
+            raise AirflowFailException(
+                f"Marketing emails need a one-click unsubscribe link (RFC 8058): {exc}"
+            ) from exc
 
     def _send_proofs(self, config: CampaignConfig, params: dict[str, Any]) -> None:
         from campaign_orchestrator.run.proof import ProofError, send_proof

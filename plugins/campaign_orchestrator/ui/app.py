@@ -63,7 +63,11 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
     templates = Environment(
-        loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     templates.filters.update(num=_num, when=_when, pct=_pct)
 
@@ -103,21 +107,21 @@ def create_app() -> FastAPI:
     def campaign_page(request: Request, campaign_id: str, user: GetUserDep, session: SessionDep) -> HTMLResponse:
         _require(user, campaign_id)
         loaded = _load()
+        page: dict[str, Any] = {"campaign_id": campaign_id, "paused": _paused(session, [campaign_id]).get(campaign_id)}
         if campaign_id not in loaded.configs:
             error = next((e for e in loaded.errors if e.campaign_id == campaign_id), None)
             if error is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"No campaign file defines {campaign_id!r}")
-            return render(request, "campaign.html", campaign_id=campaign_id, config=None, error=error.render(),
-                          plan=None, paused=_paused(session, [campaign_id]).get(campaign_id), runs=[], store_error=None)
+            page.update(config=None, plan=None, error=error.render(), runs=[], store_error=None)
+            return render(request, "campaign.html", **page)
         _, config = loaded.configs[campaign_id]
-        runs, store_error = [], None
+        page.update(config=config, plan=plan(config), error=None, runs=[], store_error=None)
         try:
             with _store() as conn:
-                runs = data.campaign_runs(conn, campaign_id, RUNS_PER_CAMPAIGN)
+                page["runs"] = data.campaign_runs(conn, campaign_id, RUNS_PER_CAMPAIGN)
         except StoreUnavailable as exc:
-            store_error = str(exc)
-        return render(request, "campaign.html", campaign_id=campaign_id, config=config, error=None, plan=plan(config),
-                      paused=_paused(session, [campaign_id]).get(campaign_id), runs=runs, store_error=store_error)
+            page["store_error"] = str(exc)
+        return render(request, "campaign.html", **page)
 
     @app.get("/run/{run_key}", response_class=HTMLResponse, name="run_page")
     def run_page(request: Request, run_key: int, user: GetUserDep) -> HTMLResponse:
@@ -128,9 +132,7 @@ def create_app() -> FastAPI:
     def run_api(request: Request, run_key: int, user: GetUserDep) -> dict[str, Any]:
         run, funnels, _ = _run(user, run_key)
         return {
-            "run": {**run.__dict__, "started_at": run.started_at.isoformat(),
-                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                    "evaluated_at": run.evaluated_at.isoformat() if run.evaluated_at else None},
+            "run": run.as_dict(),
             "feedback": funnels.feedback.state,
             "by_step": [f.as_dict() for f in funnels.by_step],
             "by_channel": [f.as_dict() for f in funnels.by_channel],

@@ -24,8 +24,11 @@ from campaign_orchestrator.run.report import StepReport, compute_report
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_EVENTS = ("delivered", "opened", "clicked")
-FAILED_CSV_COLUMNS = ("profile_id", "entity_key", "step", "channel", "address", "status", "reason", "error", "updated_at")
+FEEDBACK_EVENTS = ("delivered", "opened", "clicked", "bounced", "complained")
+"""Provider feedback the funnel counts, each as messages with at least one such event."""
+FAILED_CSV_COLUMNS = (
+    "profile_id", "entity_key", "step", "channel", "address", "status", "reason", "error", "updated_at",
+)
 
 
 @lru_cache(maxsize=16)
@@ -75,6 +78,9 @@ class RunInfo:
     finished_at: datetime | None
     evaluated_at: datetime | None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
 
 def get_run(conn: psycopg.Connection, run_key: int) -> RunInfo | None:
     row = conn.execute(query("run"), {"run_key": run_key}).fetchone()
@@ -85,8 +91,8 @@ def get_run(conn: psycopg.Connection, run_key: int) -> RunInfo | None:
 class Funnel:
     """The funnel of one step, or of every step on one channel.
 
-    ``delivered``, ``opened`` and ``clicked`` are ``None`` when the store holds no provider
-    feedback to count them from (see :class:`Feedback`).
+    The feedback counts (``delivered`` … ``complained``) are ``None`` while the store holds no
+    provider feedback for the run to count them from (see :class:`Feedback`).
     """
 
     title: str
@@ -98,6 +104,8 @@ class Funnel:
     delivered: int | None = None
     opened: int | None = None
     clicked: int | None = None
+    bounced: int | None = None
+    complained: int | None = None
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     uncertain: int = 0
@@ -159,8 +167,9 @@ class FunnelRow:
 class Feedback:
     """Delivery feedback of a run, per step and event type.
 
-    ``state`` is ``absent`` (the store has no ``campaign.delivery_event`` table yet),
-    ``unreadable`` (it has one this page cannot read) or ``ok``.
+    ``state`` is ``absent`` (the store has no ``campaign.delivery_event`` table), ``none`` (no
+    event for this run yet: its provider sends none, or none was ingested so far),
+    ``unreadable`` (a table this page cannot read) or ``ok``.
     """
 
     state: str
@@ -178,12 +187,14 @@ def delivery_feedback(conn: psycopg.Connection, run_key: int) -> Feedback:
             query("delivery_feedback"), {"run_key": run_key, "event_types": list(FEEDBACK_EVENTS)}
         ).fetchall()
     except psycopg.errors.ProgrammingError as exc:  # a table of another shape than this page expects
-        log.warning("campaign.delivery_event cannot be read as (run_key, step_id, profile_id, entity_key, event_type): %s", exc)
+        log.warning(
+            "campaign.delivery_event cannot be read as (run_key, step_id, profile_id, entity_key, event_type): %s", exc
+        )
         return Feedback("unreadable")
     counts: dict[str, dict[str, int]] = {}
     for step_id, event_type, count in rows:
         counts.setdefault(step_id, {})[event_type] = int(count)
-    return Feedback("ok", counts)
+    return Feedback("ok", counts) if counts else Feedback("none")
 
 
 @dataclass
@@ -224,7 +235,9 @@ def run_funnels(conn: psycopg.Connection, run_key: int, config_steps: list[tuple
     return RunFunnels(by_step, list(by_channel.values()), feedback)
 
 
-def failed_messages_csv(connect: Callable[[], psycopg.Connection], run_key: int, chunk_rows: int = 2000) -> Iterator[str]:
+def failed_messages_csv(
+    connect: Callable[[], psycopg.Connection], run_key: int, chunk_rows: int = 2000
+) -> Iterator[str]:
     """The failed and uncertain messages of a run as CSV text, read with a server-side cursor.
 
     Opens its own connection and closes it when the download ends or is abandoned, so a
@@ -267,7 +280,8 @@ def _csv_cell(value: Any) -> Any:
     """
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER_LIKE.fullmatch(value):
+    formula_start = isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r")
+    if formula_start and not _NUMBER_LIKE.fullmatch(value):
         return "'" + value
     return value
 

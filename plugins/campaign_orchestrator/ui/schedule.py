@@ -36,13 +36,18 @@ def plan(config: CampaignConfig, now: datetime | None = None, count: int = 3) ->
     from airflow.timetables.base import TimeRestriction
     from airflow.timetables.trigger import CronTriggerTimetable
 
-    from campaign_orchestrator.dag_factory import _schedule
+    from campaign_orchestrator.dag_factory import schedule_of
 
     now = now or datetime.now(timezone.utc)
     tz = ZoneInfo(config.timezone)
-    timetable, start, end = _schedule(config)
+    timetable, start, end = schedule_of(config)
     if config.schedule.manual:
         return Plan("manual", "manual", "Runs only when triggered", ended=end is not None and end < now)
+    if config.schedule.after or config.schedule.on_data:
+        triggers = [f"campaign {c} ends" for c in config.schedule.after] + [
+            f"new data in {t}" for t in config.schedule.on_data
+        ]
+        return Plan("assets", "on assets", "Runs when " + " and ".join(triggers), ended=end is not None and end < now)
     if config.schedule.once is not None:
         upcoming = [start.astimezone(tz)] if start > now else []
         return Plan("once", f"once {start.astimezone(tz):%Y-%m-%d %H:%M %Z}", next_runs=upcoming, ended=not upcoming)

@@ -103,3 +103,30 @@ def test_policies_file_is_validated(tmp_path: Path) -> None:
     (tmp_path / "_policies.yaml").write_text("frequency_caps:\n  - {channel: fax, max: 3, per: 7d}\n")
     with pytest.raises(ValueError, match="_policies.yaml"):
         load_policies(tmp_path)
+
+
+def test_two_send_tasks_at_once_share_one_rate(store, project, smtp_server) -> None:
+    """The throttle as the send tasks use it: two batches of two campaigns, sending at the
+    same time through one provider connection, together stay within its rate."""
+    from campaign_orchestrator.run.throttle import StoreRateLimiter
+
+    add_profiles(store, [{"profile_id": i, "email": f"u{i}@example.com", "first_name": "A",
+                          "consent": {"email": "opted_in"}} for i in range(1, 121)])
+    rate = 40.0
+    work = []
+    for campaign_id in ("left", "right"):
+        for sender, batch in prepared(store, project, campaign(campaign_id), ()):
+            sender.limiter = StoreRateLimiter(store_connection, "email:smtp_test", rate)
+            sender.chunk_size = max(1, int(min(sender.chunk_size, sender.limiter.burst)))
+            work.append((sender, batch))
+    threads = [threading.Thread(target=lambda s=s, b=b: s.run(b)) for s, b in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    times = sorted(m.at for m in smtp_server.handler.messages)
+    assert len(times) == 240
+    elapsed = times[-1] - times[0]
+    assert elapsed >= (240 - rate) / rate * 0.9  # 240 messages at 40/s after a burst of 40
+    window_max = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert window_max <= rate + rate + 10  # rate plus the burst, plus one chunk of slack

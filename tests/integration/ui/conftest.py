@@ -93,6 +93,10 @@ def campaign_run(store, smtp_server, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     campaigns_dir = _campaigns_dir(tmp_path / "campaigns")
     monkeypatch.setenv("CAMPAIGNS_CONFIG_DIR", str(campaigns_dir))
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.conn_json())
+    if "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE" not in os.environ:  # marketing emails carry a one-click link
+        unsubscribe = {"conn_type": "generic", "host": "https://campaigns.example/unsubscribe",
+                       "password": "ui-test-unsubscribe-secret"}
+        monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE", json.dumps(unsubscribe))
     paths = ProjectPaths.discover()
     _, config = load_campaigns(campaigns_dir, paths).configs[CAMPAIGN_ID]
     run_key = register_run(store, CAMPAIGN_ID, "scheduled__ui_test", None, {})
@@ -118,7 +122,14 @@ def campaign_run(store, smtp_server, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     finish_run(store, run_key, succeeded=True)
     statuses = Counter(dict(store.execute(
         "SELECT status, count(*) FROM campaign.message WHERE run_key = %s GROUP BY status", (run_key,)).fetchall()))
-    assert statuses["failed"] == 3 and statuses["uncertain"] == 1 and statuses["excluded"] > 0, statuses
+    failures = store.execute(
+        """
+        SELECT reason, left(error, 200), count(*) FROM campaign.message
+        WHERE run_key = %s AND status = 'failed' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 3
+        """,
+        (run_key,),
+    ).fetchall()
+    assert statuses["failed"] == 3 and statuses["uncertain"] == 1 and statuses["excluded"] > 0, (statuses, failures)
     return ProducedRun(CAMPAIGN_ID, run_key, campaigns_dir, steps)
 
 

@@ -18,6 +18,7 @@ CONTEXT = {
     "campaign": {"id": "spring", "description": "Spring offers"},
     "message": {"id": "<m@x>"},
     "entity_key": "",
+    "unsubscribe_url": "https://campaigns.example.com/campaigns-unsubscribe/unsubscribe/t.s",
 }
 
 
@@ -102,8 +103,8 @@ def test_allowed_names_and_jinja_globals_pass(tmp_path: Path) -> None:
 
 
 def test_undeclared_variables_follows_includes(tmp_path: Path) -> None:
-    write(tmp_path, {"t/body.html": "{% include '_footer.html' %}", "_footer.html": "{{ unsubscribe_url }}"})
-    with pytest.raises(TemplateCheckError, match=r"_footer.html: unknown name 'unsubscribe_url'"):
+    write(tmp_path, {"t/body.html": "{% include '_footer.html' %}", "_footer.html": "{{ preferences_url }}"})
+    with pytest.raises(TemplateCheckError, match=r"_footer.html: unknown name 'preferences_url'"):
         undeclared_variables(template_environment(tmp_path), ["t/body.html"])
 
 
@@ -162,3 +163,12 @@ def test_check_templates_reports_syntax_errors_with_file_and_line(tmp_path: Path
     write(tmp_path, {"t/body.txt": "line one\n{% if profile.x %}unclosed"})
     with pytest.raises(TemplateCheckError, match=r"t/body.txt:2: "):
         check_templates(template_environment(tmp_path), ["t/body.txt"])
+
+
+def test_unsubscribe_url_is_a_known_name(tmp_path: Path) -> None:
+    write(tmp_path, {"t/body.html": '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'})
+    env = template_environment(tmp_path)
+    assert check_templates(env, ["t/body.html"]) == ()
+    assert render(tmp_path, "t/body.html") == (
+        '<a href="https://campaigns.example.com/campaigns-unsubscribe/unsubscribe/t.s">Unsubscribe</a>'
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from campaign_orchestrator.channels.base import Outbound, Renderer
+from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.email.mime import MimeBuilder
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.templating import check_templates, template_environment
+from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, email_link, expiry, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.config.models import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
+    from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
 
 MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/campaign-orchestrator/message-id")
 """Fixed forever: Message-IDs of past runs must stay reproducible."""
@@ -45,6 +47,12 @@ class EmailRenderer(Renderer):
     :param paths: project folders; templates are read from ``paths.templates``.
     :param template: template folder under ``include/templates``; defaults to ``step.template``.
     :param headers: extra headers identical for every message (e.g. ``X-Campaign``).
+    :param unsubscribe: signing settings for the one-click unsubscribe link; by default a
+        marketing step reads the ``campaign_unsubscribe`` connection here (at send time).
+        Every marketing message gets ``List-Unsubscribe`` and ``List-Unsubscribe-Post``
+        (RFC 8058) and ``unsubscribe_url`` in its template context; without the connection
+        each is rejected as ``no_unsubscribe_link``. Transactional messages get neither
+        (``unsubscribe_url`` is None) and need no connection.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class EmailRenderer(Renderer):
         paths: ProjectPaths,
         template: str | None = None,
         headers: Mapping[str, str] | None = None,
+        unsubscribe: UnsubscribeSettings | None = None,
     ) -> None:
         self.step = step
         self.run_key = run_key
@@ -72,6 +81,16 @@ class EmailRenderer(Renderer):
         )
         self._mime = MimeBuilder(step.sender, step.reply_to, static_headers=headers)
         self._campaign = {"id": campaign.id, "description": campaign.description}
+        self._unsubscribe: UnsubscribeSettings | None = None
+        self._no_unsubscribe = ""
+        if step.purpose == "marketing":
+            try:
+                self._unsubscribe = unsubscribe or load_settings()
+                self._unsubscribe.url("")  # a base URL is needed, not only a secret
+            except UnsubscribeNotConfigured as exc:
+                self._unsubscribe, self._no_unsubscribe = None, str(exc)
+        # One expiry per renderer (a send task): links stay valid validity_days after sending.
+        self._expires = expiry(self._unsubscribe) if self._unsubscribe else 0
 
     @property
     def profile_fields(self) -> Sequence[str]:
@@ -82,22 +101,37 @@ class EmailRenderer(Renderer):
         """The sender's bare address: SMTP ``MAIL FROM`` and the SES ``Source``."""
         return self._mime.envelope_from
 
-    def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
+    def context(self, recipient: Recipient, message_id: str, unsubscribe_url: str | None = None) -> dict[str, Any]:
         return {
             "profile": recipient.profile,
             "campaign": self._campaign,
             "entity_key": recipient.entity_key,
             "message": {"id": message_id},
+            "unsubscribe_url": unsubscribe_url,
         }
+
+    def unsubscribe_link(self, recipient: Recipient) -> tuple[str | None, dict[str, str] | None]:
+        """The message's one-click URL and RFC 8058 headers; (None, None) when transactional.
+
+        The token names the message by its ledger key ``run_key:step_id:entity_key``.
+        """
+        if self.step.purpose != "marketing":
+            return None, None
+        if self._unsubscribe is None:
+            raise RenderRejected("no_unsubscribe_link", self._no_unsubscribe)
+        ref = f"{self.run_key}:{self.step.id}:{recipient.entity_key}"
+        return email_link(self._unsubscribe, recipient.profile_id, self._campaign["id"], ref, self._expires)
 
     def render(self, recipient: Recipient) -> Outbound:
         mid = message_id(self.run_key, self.step.id, recipient.profile_id, recipient.entity_key, self._mime.domain)
-        context = self.context(recipient, mid)
+        url, headers = self.unsubscribe_link(recipient)
+        context = self.context(recipient, mid, url)
         payload = self._mime.build(
             to=recipient.address,
             subject=self._subject.render(context),
             text=self._text.render(context),
             html=self._html.render(context),
             message_id=mid,
+            headers=headers,
         )
         return Outbound(recipient=recipient, payload=payload, message_id=mid)

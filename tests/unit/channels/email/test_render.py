@@ -2,20 +2,34 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from campaign_orchestrator.channels.base import Recipient
+from campaign_orchestrator.channels.base import Recipient, RenderRejected
 from campaign_orchestrator.channels.email import build_email_channel
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.config.models import EmailStep
 from campaign_orchestrator.paths import ProjectPaths
+from campaign_orchestrator.unsubscribe.tokens import TokenPayload, load_settings
 
 CAMPAIGN = SimpleNamespace(id="spring", description="Spring offers")
+UNSUBSCRIBE_SECRET = "unit-test-unsubscribe-secret-0123"
+UNSUBSCRIBE_PREFIX = "https://campaigns.example.com/campaigns-unsubscribe/unsubscribe/"
+
+
+@pytest.fixture(autouse=True)
+def unsubscribe_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marketing emails need the campaign_unsubscribe connection for their one-click link."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE",
+        json.dumps({"conn_type": "generic", "host": "campaigns.example.com", "schema": "https",
+                    "password": UNSUBSCRIBE_SECRET}),
+    )
 
 
 def project(tmp_path: Path, subject: str, html: str, text: str) -> ProjectPaths:
@@ -115,3 +129,60 @@ def test_build_email_channel_picks_provider_and_connection(
     hook = sender.hook
     assert (hook.smtp_conn_id if provider == "smtp" else hook.aws_conn_id) == expected
     assert type(sender).__name__ == ("SmtpSender" if provider == "smtp" else "SesSender")
+
+
+def test_marketing_email_carries_one_click_unsubscribe(paths: ProjectPaths) -> None:
+    (paths.templates / "spring" / "body.txt").write_text("Hi {{ profile.first_name }}. Stop: {{ unsubscribe_url }}")
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    out = renderer.render(Recipient(42, "booking-9", "ana@example.com", {"first_name": "Ana", "city": "", "footer": ""}))
+    message = email.message_from_bytes(out.payload, policy=email.policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = message["List-Unsubscribe"]
+    assert link.startswith("<" + UNSUBSCRIBE_PREFIX) and link.endswith(">")
+    url = link[1:-1]
+    assert message.get_body(("plain",)).get_content() == f"Hi Ana. Stop: {url}"
+    payload = load_settings().verify(url.removeprefix(UNSUBSCRIBE_PREFIX))
+    assert payload == TokenPayload(42, "email", "spring", "7:main:booking-9", payload.expires)
+    assert all(len(line) <= 998 for line in out.payload.split(b"\r\n"))
+
+
+def test_mailto_alternative_when_configured(paths: ProjectPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE",
+        json.dumps({"conn_type": "generic", "host": "https://campaigns.example.com", "password": UNSUBSCRIBE_SECRET,
+                    "extra": {"mailto": "unsubscribe@acme.example"}}),
+    )
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    out = renderer.render(Recipient(1, "", "ana@example.com", {"first_name": "A", "city": "", "tier": "", "footer": ""}))
+    value = email.message_from_bytes(out.payload, policy=email.policy.default)["List-Unsubscribe"]
+    assert value.startswith("<" + UNSUBSCRIBE_PREFIX)
+    assert "<mailto:unsubscribe@acme.example?subject=unsubscribe%20" in value
+
+
+def test_marketing_without_the_connection_is_rejected_naming_it(
+    paths: ProjectPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE")
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    with pytest.raises(RenderRejected, match="campaign_unsubscribe") as info:
+        renderer.render(Recipient(1, "", "ana@example.com", {"first_name": "A", "city": "", "tier": "", "footer": ""}))
+    assert info.value.reason == "no_unsubscribe_link"
+
+
+def test_connection_without_a_host_is_rejected_too(paths: ProjectPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE", json.dumps({"conn_type": "generic", "password": UNSUBSCRIBE_SECRET}))
+    renderer = EmailRenderer(step(), CAMPAIGN, 7, paths)
+    with pytest.raises(RenderRejected, match="has no host"):
+        renderer.render(Recipient(1, "", "ana@example.com", {"first_name": "A", "city": "", "tier": "", "footer": ""}))
+
+
+def test_transactional_needs_no_connection_and_gets_no_headers(
+    paths: ProjectPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE")
+    (paths.templates / "spring" / "body.txt").write_text("[{{ unsubscribe_url }}]")
+    renderer = EmailRenderer(step(purpose="transactional"), CAMPAIGN, 7, paths)
+    out = renderer.render(Recipient(1, "", "ana@example.com", {"first_name": "A", "city": "", "footer": ""}))
+    message = email.message_from_bytes(out.payload, policy=email.policy.default)
+    assert message["List-Unsubscribe"] is None and message["List-Unsubscribe-Post"] is None
+    assert message.get_body(("plain",)).get_content() == "[]"
