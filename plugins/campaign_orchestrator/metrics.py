@@ -7,7 +7,7 @@ so Airflow's ``[metrics]`` configuration picks the backend: StatsD (``statsd_on`
 
 Names (see docs/metrics.md):
 
-- ``campaigns.messages.{sent,failed,uncertain,pending}`` and ``campaigns.messages.excluded``,
+- ``campaigns.messages.{sent,failed,uncertain,pending,held_out}`` and ``campaigns.messages.excluded``,
   tagged ``campaign``, ``step``, ``channel`` (and ``reason`` for ``excluded``): a run's totals,
   counted from the ledger, once per run by the ``finalize_report`` task.
 - ``campaigns.batch.sent`` (counter) and ``campaigns.batch.duration`` (timer), same tags: live
@@ -22,18 +22,36 @@ count is also sent under a name that carries the tags,
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from campaign_orchestrator.channels.base import BatchStats
     from campaign_orchestrator.run.report import StepReport
 
+log = logging.getLogger(__name__)
+
 PREFIX = "campaigns"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+F = TypeVar("F", bound=Callable[..., None])
 
 
+def _never_fails(fn: F) -> F:
+    # Metrics are an observer: a misconfigured backend must not fail a send or a report.
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any backend error, logged and dropped
+            log.warning("Campaign metrics not emitted (%s): %s", fn.__name__, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_never_fails
 def emit_counts(
     campaign_id: str,
     step_id: str,
@@ -43,13 +61,15 @@ def emit_counts(
     failed: int = 0,
     uncertain: int = 0,
     pending: int = 0,
+    held_out: int = 0,
     excluded: Mapping[str, int] | None = None,
 ) -> None:
     """Add one run's (or any slice's) message counts to the ``campaigns.messages.*`` counters."""
     stats = _facade()
     tags = {"campaign": campaign_id, "step": step_id, "channel": channel}
     encode = not _backend_has_tags()
-    for outcome, count in (("sent", sent), ("failed", failed), ("uncertain", uncertain), ("pending", pending)):
+    outcomes = {"sent": sent, "failed": failed, "uncertain": uncertain, "pending": pending, "held_out": held_out}
+    for outcome, count in outcomes.items():
         stats.incr(f"{PREFIX}.messages.{outcome}", count, tags=tags)
         if encode:
             stats.incr(_encoded(tags, outcome), count)
@@ -59,6 +79,7 @@ def emit_counts(
             stats.incr(_encoded(tags, "excluded", reason), count)
 
 
+@_never_fails
 def emit_report(campaign_id: str, reports: Iterable[StepReport]) -> None:
     """The run report's counts, step by step: call once per run, after the report is stored."""
     for report in reports:
@@ -70,10 +91,12 @@ def emit_report(campaign_id: str, reports: Iterable[StepReport]) -> None:
             failed=report.failed,
             uncertain=report.uncertain,
             pending=report.pending,
+            held_out=report.held_out,
             excluded=report.excluded,
         )
 
 
+@_never_fails
 def emit_batch(campaign_id: str, step_id: str, channel: str, stats: BatchStats, seconds: float) -> None:
     """Live throughput of one send-task attempt: messages it sent and how long it took."""
     facade = _facade()

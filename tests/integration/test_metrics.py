@@ -25,7 +25,7 @@ EMIT = textwrap.dedent(
     from campaign_orchestrator.run.report import StepReport
 
     emit_report("winter_sale", [
-        StepReport("offer_email", "email", targeted=120, sent=100, failed=3, uncertain=2,
+        StepReport("offer_email", "email", targeted=132, sent=100, failed=3, uncertain=2, held_out=12,
                    excluded={"opted_out": 10, "suppressed": 5}),
         StepReport("reminder.sms", "sms", targeted=7, sent=7),
     ])
@@ -46,7 +46,9 @@ def emit(statsd_server: socket.socket, **metrics_config: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__METRICS__")}
     env.update({f"AIRFLOW__METRICS__{k.upper()}": v for k, v in metrics_config.items()})
     env["AIRFLOW__METRICS__STATSD_PORT"] = str(statsd_server.getsockname()[1])
-    result = subprocess.run([sys.executable, "-c", EMIT], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", EMIT], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = []
     statsd_server.settimeout(0.5)
@@ -74,14 +76,17 @@ def test_plain_statsd_gets_totals_and_names_that_carry_campaign_step_and_channel
         "airflow.campaigns.winter_sale.offer_email.email.failed:3|c",
         "airflow.campaigns.winter_sale.offer_email.email.uncertain:2|c",
         "airflow.campaigns.winter_sale.offer_email.email.pending:0|c",
+        "airflow.campaigns.winter_sale.offer_email.email.held_out:12|c",
         "airflow.campaigns.winter_sale.offer_email.email.excluded.opted_out:10|c",
         "airflow.campaigns.winter_sale.offer_email.email.excluded.suppressed:5|c",
         "airflow.campaigns.winter_sale.reminder__sms.sms.sent:7|c",
         "airflow.campaigns.winter_sale.offer_email.email.batch.sent:40|c",
         "airflow.campaigns.winter_sale.offer_email.email.batch.duration:2500.000000|ms",
     }
-    assert expected <= set(lines), sorted(lines)
-    assert all(line.startswith("airflow.campaigns.") for line in lines), lines
+    ours = [line for line in lines if line.startswith("airflow.campaigns.")]
+    assert expected <= set(ours), sorted(ours)
+    # 5 outcomes for 2 steps, 2 exclusion reasons, 2 batch metrics: twice each
+    assert len(ours) == 2 * (5 * 2 + 2 + 2), sorted(ours)
 
 
 def test_statsd_with_influxdb_tags_gets_tagged_names_only(statsd_server):
@@ -94,7 +99,9 @@ def test_statsd_with_influxdb_tags_gets_tagged_names_only(statsd_server):
         "airflow.campaigns.messages.excluded,campaign=winter_sale,step=offer_email,channel=email,"
         "reason=opted_out:10|c"
     ) in lines
-    assert "airflow.campaigns.batch.duration,campaign=winter_sale,step=offer_email,channel=email:2500.000000|ms" in lines
+    assert (
+        "airflow.campaigns.batch.duration,campaign=winter_sale,step=offer_email,channel=email:2500.000000|ms"
+    ) in lines
     assert not [line for line in lines if line.startswith("airflow.campaigns.winter_sale.")], lines
 
 

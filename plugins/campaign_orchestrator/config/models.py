@@ -488,6 +488,11 @@ class CampaignConfig(StrictModel):
         default=timedelta(hours=12),
         description="Messages not sent this long after the run started are excluded (send_window_expired)",
     )
+    late_run_tolerance: Duration | None = Field(
+        default=timedelta(hours=2),
+        description="A scheduled run starting later than this after its time (e.g. the DAG was "
+        "unpaused days later) is skipped instead of sending a stale campaign; null: always send",
+    )
     on_uncertain: Literal["skip", "resend"] = Field(
         default="skip",
         description=(
@@ -496,7 +501,7 @@ class CampaignConfig(StrictModel):
         ),
     )
 
-    @field_validator("retry_delay", "send_window", mode="before")
+    @field_validator("retry_delay", "send_window", "late_run_tolerance", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta | None:
         return None if value is None else parse_duration(value)

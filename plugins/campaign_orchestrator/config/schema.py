@@ -25,4 +25,8 @@ def campaign_json_schema() -> dict[str, Any]:
         "description": "Messages not sent this long after the run started are excluded; null: no window",
         "anyOf": [*schema["properties"]["retry_delay"]["anyOf"], {"type": "null"}],
     }
+    schema["properties"]["late_run_tolerance"] = {
+        "description": "A scheduled run starting later than this after its time is skipped; null: always send",
+        "anyOf": [*schema["properties"]["retry_delay"]["anyOf"], {"type": "null"}],
+    }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}

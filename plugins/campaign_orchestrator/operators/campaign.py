@@ -8,6 +8,7 @@ its run in the store by the DAG run id, so XCom carries only counts and batch bo
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 from functools import cached_property, partial
 from pathlib import Path
@@ -101,8 +102,27 @@ class PrepareRunOperator(CampaignOperator):
             if problems:
                 raise AirflowFailException("Templates use fields the store lacks:\n" + "\n".join(problems))
             run_key = register_run(conn, config.id, context["run_id"], context.get("logical_date"), params)
+            late = self._lateness(context)
+            if late is not None and config.late_run_tolerance is not None and late > config.late_run_tolerance:
+                conn.execute(
+                    "UPDATE campaign.run SET status = 'skipped', finished_at = now() WHERE run_key = %s", (run_key,)
+                )
+                raise AirflowSkipException(
+                    f"This scheduled run was due {late} ago (more than late_run_tolerance "
+                    f"{config.late_run_tolerance}), e.g. because the DAG was just unpaused: nothing is sent. "
+                    f"Trigger the campaign by hand to send now."
+                )
         log.info("Run %s of campaign %s registered as run_key %s", context["run_id"], config.id, run_key)
         return {"run_key": run_key}
+
+    @staticmethod
+    def _lateness(context: Context) -> timedelta | None:
+        """How late a scheduled run starts; None for manual and asset-triggered runs."""
+        dag_run = context.get("dag_run")
+        if dag_run is None or str(getattr(dag_run, "run_type", "")).lower().rsplit(".", 1)[-1] != "scheduled":
+            return None
+        due = getattr(dag_run, "run_after", None) or context.get("logical_date")
+        return datetime.now(timezone.utc) - due if due else None
 
     @staticmethod
     def _check_unsubscribe(config: CampaignConfig) -> None:
@@ -280,6 +300,7 @@ class SendBatchOperator(CampaignOperator):
             quiet_hours=() if dry_run else policies.quiet_rules(step.channel),
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
+        started = time.monotonic()
         try:
             stats = sender.run(batch)
         except TransientSendError as exc:
@@ -290,6 +311,9 @@ class SendBatchOperator(CampaignOperator):
             raise AirflowFailException(str(exc)) from exc
         finally:
             limiter.close()
+        from campaign_orchestrator.metrics import emit_batch
+
+        emit_batch(config.id, step.id, step.channel, stats, time.monotonic() - started)
         if stats.deferred:
             # Quiet hours in some recipients' time zones: free the worker slot and come back.
             from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -323,6 +347,8 @@ class FinalizeRunOperator(CampaignOperator):
         from campaign_orchestrator.run.report import compute_report, format_report, store_report
         from campaign_orchestrator.run.runs import finish_run
 
+        from campaign_orchestrator.metrics import emit_report
+
         config = self.campaign
         if (context.get("params") or {}).get("proof_to"):
             log.info("Proof run: no audience, no report")
@@ -330,8 +356,12 @@ class FinalizeRunOperator(CampaignOperator):
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
             run = conn.execute(
-                "SELECT evaluated_at, coalesce(audience_size, 0) FROM campaign.run WHERE run_key = %s", (run_key,)
+                "SELECT evaluated_at, coalesce(audience_size, 0), status FROM campaign.run WHERE run_key = %s",
+                (run_key,),
             ).fetchone()
+            if run[2] == "skipped":
+                log.info("Run skipped (too late to send): no report")
+                return {"skipped": True}
             targeted_steps = {
                 r[0] for r in conn.execute("SELECT step_id FROM campaign.run_step WHERE run_key = %s", (run_key,))
             }
@@ -346,7 +376,16 @@ class FinalizeRunOperator(CampaignOperator):
                 for r in reports
                 if r.pending
             ]
+            guard = config.guardrails
+            problems += [
+                f"step {r.step_id}: {r.failed:,} of {r.sent + r.failed:,} messages failed "
+                f"(over guardrails.max_error_rate {guard.max_error_rate:.0%})"
+                for r in reports
+                if r.sent + r.failed >= guard.error_rate_min_messages
+                and r.failed > guard.max_error_rate * (r.sent + r.failed)
+            ]
             finish_run(conn, run_key, succeeded=not problems)
+        emit_report(config.id, reports)
         log.info("Run report\n%s", format_report(config.id, int(run[1]), reports))
         if problems:
             raise AirflowFailException("The run did not complete: " + "; ".join(problems))

@@ -3,10 +3,11 @@
 ``celery_stack()`` creates a fresh metadata database on the machine's PostgreSQL, claims an
 empty Redis database as the Celery broker, migrates, and starts ``api-server``, ``scheduler``,
 ``dag-processor`` and two ``celery worker`` processes as subprocesses sharing one environment.
-Each process runs in its own process group with its output in
-``test-artifacts/scaleout/<name>.log``; on exit every group is terminated (then killed), the
-task logs are copied next to those files, and the metadata database and the Redis database
-are dropped, whether the test passed or not.
+Each process runs in its own process group; on exit every group is terminated (then killed),
+each process's output is copied to ``test-artifacts/scaleout/<name>.log`` and the task logs to
+``test-artifacts/scaleout/task-logs/``, and the metadata database and the Redis database are
+dropped, whether the test passed or not. While it runs, the outputs are in the run's own
+folder (``<home>/../process-logs``), so two runs at once never write to each other's files.
 
 :class:`Stack` then talks to the api-server's public REST API with a JWT from the
 SimpleAuthManager's ``POST /auth/token``, as any client of a deployment would.
@@ -96,13 +97,16 @@ class Stack:
     password: str
     metadata_db: str
     broker_url: str
+    deadline: float = float("inf")
+    """``time.monotonic()`` after which every wait fails: the whole test's time budget."""
     processes: dict[str, Process] = field(default_factory=dict)
     _token: str | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
-        log_path = ARTIFACTS / f"{name}.log"
+        log_path = self.home.parent / "process-logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(
                 [AIRFLOW, *args],
@@ -126,15 +130,19 @@ class Stack:
         return "\n\n".join(f"===== {n} ({p.log_path}) =====\n{p.tail(chars)}" for n, p in self.processes.items())
 
     def wait_for(self, what: str, probe, timeout: float, interval: float = 0.5) -> Any:
-        """Call ``probe`` until it returns something truthy; fail with the logs after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """Call ``probe`` until it returns something truthy; fail with the logs after ``timeout``
+        seconds, or sooner if the stack's overall deadline comes first."""
+        started = time.monotonic()
+        deadline = min(started + timeout, self.deadline)
         while True:
             self.check_alive()
             result = probe()
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise StackError(f"timed out after {timeout:.0f} s waiting for {what}\n\n{self.tails()}")
+                raise StackError(
+                    f"timed out after {time.monotonic() - started:.0f} s waiting for {what}\n\n{self.tails()}"
+                )
             time.sleep(interval)
 
     def worker_ready(self, name: str) -> bool:
@@ -152,7 +160,8 @@ class Stack:
                     groups[process.popen.pid] = [root, *root.children(recursive=True)]
                 except psutil.NoSuchProcess:
                     pass
-                _signal_group(process.popen.pid, signal.SIGTERM)
+            # Even with its leader gone, a group may still hold children (a worker's pool).
+            _signal_group(process.popen.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes.values():
             try:
@@ -289,7 +298,9 @@ def stack_env(home: Path, metadata_db: str, broker_url: str, api_port: int, extr
             "AIRFLOW__API__BASE_URL": api_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
             # Only what the test unpauses runs: no schedule fires behind its back.
@@ -314,11 +325,15 @@ def stack_env(home: Path, metadata_db: str, broker_url: str, api_port: int, extr
 
 
 @contextmanager
-def celery_stack(home: Path, extra_env: dict[str, str], startup_timeout: float = 180) -> Iterator[Stack]:
-    """Start the deployment; yield it once the API answers and both workers are ready."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.log"):
-        old.unlink()
+def celery_stack(
+    home: Path, extra_env: dict[str, str], startup_timeout: float = 150, budget: float = 450
+) -> Iterator[Stack]:
+    """Start the deployment; yield it once the API answers and both workers are ready.
+
+    ``startup_timeout`` bounds migrating and starting everything; ``budget`` bounds every wait
+    from now on, the test's included (teardown adds at most half a minute).
+    """
+    started = time.monotonic()
     with ExitStack() as cleanup:
         metadata_db = cleanup.enter_context(_metadata_database())
         broker_url = cleanup.enter_context(_broker_database())
@@ -333,16 +348,18 @@ def celery_stack(home: Path, extra_env: dict[str, str], startup_timeout: float =
             password=password,
             metadata_db=metadata_db,
             broker_url=broker_url,
+            deadline=started + budget,
         )
-        cleanup.callback(_keep_task_logs, home)
+        cleanup.callback(_keep_logs, stack)
         cleanup.callback(stack.stop)
 
         migrate = stack.start("db-migrate", "db", "migrate")
         try:
             code = migrate.popen.wait(timeout=startup_timeout)
         except subprocess.TimeoutExpired:
-            code = None
-        del stack.processes["db-migrate"]
+            code = None  # left in stack.processes, so the teardown ends it
+        else:
+            del stack.processes["db-migrate"]  # done: not a process that must stay alive
         if code != 0:
             raise StackError(f"airflow db migrate exited with {code}\n{migrate.tail(6000)}")
 
@@ -362,15 +379,17 @@ def celery_stack(home: Path, extra_env: dict[str, str], startup_timeout: float =
                     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.scaleout.worker_identity.worker_name",
                 },
             )
-        stack.wait_for("the api-server", stack.api_healthy, startup_timeout)
+        stack.wait_for("the api-server", stack.api_healthy, started + startup_timeout - time.monotonic())
         for name in WORKERS:
-            stack.wait_for(f"celery worker {name}", lambda n=name: stack.worker_ready(n), startup_timeout)
+            left = started + startup_timeout - time.monotonic()
+            stack.wait_for(f"celery worker {name}", lambda n=name: stack.worker_ready(n), left)
         yield stack
 
 
-def _keep_task_logs(home: Path) -> None:
-    logs = home / "logs"
-    if logs.is_dir():
-        target = ARTIFACTS / "task-logs"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(logs, target, dirs_exist_ok=True)
+def _keep_logs(stack: Stack) -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for log in (stack.home.parent / "process-logs").glob("*.log"):
+        shutil.copy(log, ARTIFACTS / log.name)
+    if (stack.home / "logs").is_dir():
+        shutil.copytree(stack.home / "logs", ARTIFACTS / "task-logs", dirs_exist_ok=True)

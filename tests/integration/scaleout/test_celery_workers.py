@@ -10,6 +10,7 @@ received exactly one message.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from campaign_orchestrator.store.demo_data import generate_demo_data
+
 from tests.integration.scaleout.stack import ROOT, WORKERS, StackError, celery_stack, services_available
 
 pytestmark = pytest.mark.integration
@@ -68,11 +69,17 @@ def campaigns_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def stack(demo_store, smtp_server, campaigns_dir, tmp_path):
     env = {"AIRFLOW_CONN_SMTP_DEFAULT": smtp_server.conn_json(), "CAMPAIGNS_CONFIG_DIR": str(campaigns_dir)}
+    # Marketing emails carry a signed one-click unsubscribe link (RFC 8058).
+    env["AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE"] = os.environ.get("AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE") or json.dumps(
+        {"conn_type": "generic", "host": "https://campaigns.example/unsubscribe", "password": secrets.token_urlsafe(24)}
+    )
     started = time.monotonic()
     with celery_stack(tmp_path / "airflow-home", env) as running:
         print(f"\n[scaleout] stack up in {time.monotonic() - started:.0f} s (metadata DB {running.metadata_db}, "
               f"broker {running.broker_url}, API {running.api_url})")
         yield running
+        stopping = time.monotonic()
+    print(f"[scaleout] stopped and cleaned up in {time.monotonic() - stopping:.0f} s")
 
 
 def test_a_campaign_run_fans_out_over_two_celery_workers_and_sends_each_message_once(
@@ -118,8 +125,8 @@ def test_a_campaign_run_fans_out_over_two_celery_workers_and_sends_each_message_
         f"{w}: {by_worker[w]} batches / {messages_by_worker[w]:,} messages" for w in sorted(by_worker)))
     assert set(by_worker) == set(WORKERS), by_worker
     # The workers' own logs agree with the hostnames the tasks reported to the API.
-    assert _batches_in_worker_logs(stack, run_id) == {w: sorted(t["map_index"] for t in sends if t["hostname"] == w)
-                                              for w in WORKERS}
+    reported = {w: sorted(t["map_index"] for t in sends if t["hostname"] == w) for w in WORKERS}
+    assert _batches_in_worker_logs(stack, run_id) == reported
 
     # Totals: every sendable ledger row sent, and the SMTP server saw each recipient once.
     ledger = Counter(dict(demo_store.execute(
