@@ -31,6 +31,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
 os.environ["CAMPAIGNS_HOME"] = str(ROOT)
+# Marketing email carries a signed unsubscribe link: a throwaway signing secret for the bench.
+os.environ.setdefault(
+    "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE",
+    '{"conn_type": "generic", "host": "https://bench.example", "password": "bench-secret-0123456789abcdef"}',
+)
 SECRET = "bench-secret"
 
 
