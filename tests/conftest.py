@@ -20,6 +20,8 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["CAMPAIGNS_HOME"] = str(ROOT)
 # Tests never fall back to an embedded store silently: the store fixture says which it uses.
 os.environ.pop("CAMPAIGNS_EMBEDDED_STORE", None)
+# The api-server signs its JWTs with this (test-only; a real deployment sets its own).
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "test-only-jwt-secret-" + "0" * 48)
 # Marketing emails carry a signed one-click unsubscribe link (test-only secret).
 os.environ.setdefault(
     "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -115,15 +116,25 @@ def test_two_send_tasks_at_once_share_one_rate(store, project, smtp_server) -> N
     rate = 40.0
     work = []
     for campaign_id in ("left", "right"):
-        for sender, batch in prepared(store, project, campaign(campaign_id), ()):
+        for shared, batch in prepared(store, project, campaign(campaign_id), ()):
+            sender = copy.copy(shared)  # one sender and one limiter per task, as in Airflow
             sender.limiter = StoreRateLimiter(store_connection, "email:smtp_test", rate)
             sender.chunk_size = max(1, int(min(sender.chunk_size, sender.limiter.burst)))
             work.append((sender, batch))
-    threads = [threading.Thread(target=lambda s=s, b=b: s.run(b)) for s, b in work]
+    errors: list[BaseException] = []
+
+    def run(sender, batch) -> None:
+        try:
+            sender.run(batch)
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=item) for item in work]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    assert not errors, errors
     times = sorted(m.at for m in smtp_server.handler.messages)
     assert len(times) == 240
     elapsed = times[-1] - times[0]
