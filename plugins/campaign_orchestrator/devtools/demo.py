@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
 
     from campaign_orchestrator.devtools.mail_sink import start_mail_sink
+
+    # aiosmtpd logs every SMTP command at INFO: thousands of lines per campaign.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     from campaign_orchestrator.run.report import compute_report, format_report
     from campaign_orchestrator.store.connect import store_connection
     from campaign_orchestrator.store.demo_data import generate_demo_data

@@ -67,7 +67,7 @@ class MailboxHandler:
         if isinstance(data, str):  # only with decode_data=True, which this sink does not use
             data = data.encode("utf-8", "surrogateescape")
         path = self.save(bytes(data or b""), [str(r) for r in envelope.rcpt_tos])
-        log.info("%s: %d bytes from %s", path.name, len(data or b""), envelope.mail_from)
+        log.debug("%s: %d bytes from %s", path.name, len(data or b""), envelope.mail_from)
         return "250 Message accepted for delivery"
 
     def save(self, data: bytes, recipients: list[str]) -> Path:

@@ -8,6 +8,7 @@ PostgreSQL in .campaign-store/ (migrated here). A local SMTP sink (messages as .
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +39,8 @@ def main() -> int:
     if "AIRFLOW_CONN_SMTP_DEFAULT" not in env:
         from campaign_orchestrator.devtools.mail_sink import start_mail_sink
 
+        # aiosmtpd logs every SMTP command at INFO: thousands of lines per campaign.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         mailbox = paths.root / ".mailbox"
         mailbox.mkdir(exist_ok=True)
         controller, port = start_mail_sink(mailbox, port=1025)

@@ -158,7 +158,7 @@ def test_the_run_page_draws_the_funnel_with_no_feedback_yet(client, admin_token,
         (campaign_run.run_key,),
     ).fetchone()[0]
     assert '<svg class="funnel" data-funnel="step:offer_email"' in html
-    assert f'data-metric="sent" x="490" y="' in html and f">{sent:,}</text>" in html
+    assert 'data-metric="sent" x="490" y="' in html and f">{sent:,}</text>" in html
     assert "no feedback yet" in html and "Download CSV (4)" in html
 
 

@@ -173,7 +173,7 @@ def test_an_operator_logs_in_and_reads_a_run_funnel_equal_to_the_ledger(
 
             # The latest run: its funnels, per channel and per step, as drawn on screen.
             row.locator(".last-run a[data-run]").click()
-            expect(frame.locator(f'svg[data-funnel="channel:email"]')).to_be_visible()
+            expect(frame.locator('svg[data-funnel="channel:email"]')).to_be_visible()
             for key, counts in ledger.items():
                 assert shown_funnel(frame, key) == expected_on_screen(counts), key
             expect(frame.get_by_text("no feedback yet").first).to_be_visible()
