@@ -50,6 +50,8 @@ def main() -> int:
         print(f"Mail sink on 127.0.0.1:{port}; messages land in {mailbox}", flush=True)
 
     airflow = str(Path(sys.executable).with_name("airflow"))
+    # `airflow standalone` starts its components as `airflow …` found on PATH: the venv's.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     process = subprocess.Popen([airflow, "standalone"], env=env)
     signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
