@@ -55,7 +55,7 @@ def backend(request: pytest.FixtureRequest):
     try:
         client.ping()
     except redis.RedisError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
+        pytest.fail(f"no Redis at {REDIS_URL}: start it (see .ci/run)")
     yield "redis", REDIS_URL
     for key in client.scan_iter("campaigns:rate:test:*"):
         client.delete(key)

@@ -47,7 +47,7 @@ def conn() -> Iterator[psycopg.Connection]:
     try:
         admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {SERVER}: {exc}")
+        pytest.fail(f"no PostgreSQL at {SERVER}: {exc}; start it (see .ci/run)")
     name = f"demo_data_test_{secrets.token_hex(4)}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
