@@ -8,36 +8,12 @@ Airflow's API modules until the api-server sends the first request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
+from campaign_orchestrator.lazy_asgi import LazyApp
 
 URL_PREFIX = "/campaigns"
 """Where the api-server mounts the app; the Airflow UI frames it from ``/plugin/campaigns``."""
 
 
-class LazyCampaignsApp:
-    """An ASGI app that builds the real FastAPI app on its first request."""
+asgi_app = LazyApp("campaign_orchestrator.ui.app:create_app")
 
-    def __init__(self) -> None:
-        self._app: FastAPI | None = None
-
-    @property
-    def app(self) -> FastAPI:
-        if self._app is None:
-            from campaign_orchestrator.ui.app import create_app
-
-            self._app = create_app()
-        return self._app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-    def __repr__(self) -> str:
-        return "campaign_orchestrator.ui:asgi_app"
-
-
-asgi_app = LazyCampaignsApp()
-
-__all__ = ["URL_PREFIX", "LazyCampaignsApp", "asgi_app"]
+__all__ = ["URL_PREFIX", "asgi_app"]

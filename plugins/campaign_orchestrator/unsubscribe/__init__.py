@@ -12,35 +12,9 @@ nor the store: :data:`asgi_app` builds the app on its first request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from campaign_orchestrator.lazy_asgi import LazyApp
 from campaign_orchestrator.unsubscribe.tokens import URL_PREFIX
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
+asgi_app = LazyApp("campaign_orchestrator.unsubscribe.app:create_app")
 
-
-class LazyUnsubscribeApp:
-    """An ASGI app that builds the real FastAPI app on its first request."""
-
-    def __init__(self) -> None:
-        self._app: FastAPI | None = None
-
-    @property
-    def app(self) -> FastAPI:
-        if self._app is None:
-            from campaign_orchestrator.unsubscribe.app import create_app
-
-            self._app = create_app()
-        return self._app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-    def __repr__(self) -> str:
-        return "campaign_orchestrator.unsubscribe:asgi_app"
-
-
-asgi_app = LazyUnsubscribeApp()
-
-__all__ = ["URL_PREFIX", "LazyUnsubscribeApp", "asgi_app"]
+__all__ = ["URL_PREFIX", "asgi_app"]
