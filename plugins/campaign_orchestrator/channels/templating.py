@@ -59,6 +59,13 @@ def _environment(folder: str) -> ImmutableSandboxedEnvironment:
     )
 
 
+def require_template_parts(folder: Path, template: str, parts: Iterable[str]) -> None:
+    """Fail at renderer construction, naming the folder, when a template file is missing."""
+    missing = [part for part in parts if not (folder / part).is_file()]
+    if missing:
+        raise FileNotFoundError(f"template {template!r} lacks {', '.join(missing)} in {folder}")
+
+
 def template_environment(templates: Path | str) -> ImmutableSandboxedEnvironment:
     """The sandboxed environment for the message templates under ``templates``.
 

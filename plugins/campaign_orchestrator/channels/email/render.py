@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.email.mime import MimeBuilder
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import check_templates, template_environment
+from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
 from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, email_link, expiry, load_settings
 
 if TYPE_CHECKING:
@@ -70,9 +70,7 @@ class EmailRenderer(Renderer):
         self.template = template or step.template
         folder = paths.templates / self.template
         parts = template_parts("email")
-        missing = [part for part in parts if not (folder / part).is_file()]
-        if missing:
-            raise FileNotFoundError(f"template {self.template!r} lacks {', '.join(missing)} in {folder}")
+        require_template_parts(folder, self.template, parts)
         env = template_environment(paths.templates)
         names = [f"{self.template}/{part}" for part in parts]
         self._fields = check_templates(env, names)

@@ -13,7 +13,7 @@ from jinja2 import ChoiceLoader, DictLoader
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.registry import CHANNELS
 from campaign_orchestrator.channels.sms.render import message_id
-from campaign_orchestrator.channels.templating import check_templates, template_environment
+from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,9 +54,7 @@ class PushRenderer(Renderer):
         self.template = template or step.template
         spec = CHANNELS["push"]
         folder = paths.templates / self.template
-        missing = [part for part in spec.template_parts if not (folder / part).is_file()]
-        if missing:
-            raise FileNotFoundError(f"template {self.template!r} lacks {', '.join(missing)} in {folder}")
+        require_template_parts(folder, self.template, spec.template_parts)
         reserved = sorted(RESERVED_DATA_KEYS & set(step.data))
         if reserved:
             raise ValueError(f"step {step.id!r}: data keys {', '.join(reserved)} are reserved for the push payload")

@@ -9,7 +9,7 @@ from campaign_orchestrator.channels.base import Outbound, Renderer, RenderReject
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.sms.segments import non_gsm7, segments
-from campaign_orchestrator.channels.templating import check_templates, template_environment
+from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,9 +52,7 @@ class SmsRenderer(Renderer):
         self.max_segments = step.max_segments
         self.template = template or step.template
         folder = paths.templates / self.template
-        missing = [part for part in template_parts("sms") if not (folder / part).is_file()]
-        if missing:
-            raise FileNotFoundError(f"template {self.template!r} lacks {', '.join(missing)} in {folder}")
+        require_template_parts(folder, self.template, template_parts("sms"))
         env = template_environment(paths.templates)
         name = f"{self.template}/sms.txt"
         self._fields = check_templates(env, [name])

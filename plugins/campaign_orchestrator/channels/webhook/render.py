@@ -35,7 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import check_templates
+from campaign_orchestrator.channels.templating import check_templates, require_template_parts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,9 +124,7 @@ class WebhookRenderer(Renderer):
         self.run_key = run_key
         self.template = template or step.template
         folder = paths.templates / self.template
-        missing = [part for part in template_parts("webhook") if not (folder / part).is_file()]
-        if missing:
-            raise FileNotFoundError(f"template {self.template!r} lacks {', '.join(missing)} in {folder}")
+        require_template_parts(folder, self.template, template_parts("webhook"))
         env = json_template_environment(paths.templates)
         self._name = f"{self.template}/{PAYLOAD}"
         self._fields = check_templates(env, [self._name])
