@@ -17,27 +17,29 @@ accepted (throttling, service unavailable or internal error, no connection made)
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.sns import SnsHook
-from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
     PartialCredentialsError,
-    ProxyConnectionError,
-    SSLError,
 )
 
+from campaign_orchestrator.channels.aws import (
+    NOT_SENT,
+    THROTTLED,
+    UNAVAILABLE,
+    backoff_sleep,
+    batch_client,
+    call_unsent_retries,
+    error_code,
+)
 from campaign_orchestrator.channels.base import Outcome, Sender
 
 if TYPE_CHECKING:
@@ -47,27 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THROTTLED = frozenset({"Throttling", "ThrottlingException", "Throttled", "TooManyRequestsException", "KMSThrottling"})
-UNAVAILABLE = frozenset(
-    {"ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure", "RequestTimeout"}
-)
 INVALID = frozenset({"InvalidParameter", "ParameterValueInvalid", "InvalidParameterValue", "ValidationException"})
-NOT_SENT = (
-    # Raised before any byte of the request reached SNS.
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ProxyConnectionError,
-    SSLError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    NoRegionError,
-)
-
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def normalize_phone(number: str) -> str:
@@ -99,32 +82,17 @@ class CampaignSnsHook(SnsHook):
 
     def batch_client(self, max_pool_connections: int) -> Any:
         """A new SNS client with ``max_pool_connections`` HTTP connections and no botocore retries."""
-        config = self.config.merge(
-            Config(max_pool_connections=max_pool_connections, retries={"mode": "standard", "total_max_attempts": 1})
-        )
-        return self.get_client_type(region_name=self.region_name, config=config)
+        return batch_client(self, max_pool_connections)
 
     def publish(self, client: Any, **params: Any) -> str:
         """``Publish`` once; return the SNS MessageId. Raises the last error when retries are
         exhausted or the error is not safe to retry."""
-        for attempt in range(self.attempts):
-            try:
-                return client.publish(**params)["MessageId"]
-            except ClientError as exc:
-                if not _retryable(exc) or attempt + 1 == self.attempts:
-                    raise
-            except NOT_SENT:
-                if attempt + 1 == self.attempts:
-                    raise
-            _wait(self.backoff, attempt)
-        raise AssertionError("unreachable")
+        return call_unsent_retries(
+            lambda: client.publish(**params)["MessageId"], self.attempts, self.backoff, _retryable
+        )
 
     def opted_out_numbers(self, client: Any) -> set[str]:
         return opted_out_numbers(client, self.attempts, self.backoff)
-
-
-def _wait(backoff: float, attempt: int) -> None:
-    time.sleep(min(backoff * 2**attempt, 5.0) * random.uniform(0.5, 1.0))
 
 
 def opted_out_numbers(client: Any, attempts: int = 5, backoff: float = 0.25) -> set[str]:
@@ -148,7 +116,7 @@ def opted_out_numbers(client: Any, attempts: int = 5, backoff: float = 0.25) -> 
             except Exception:  # no connection, read timeout: safe to ask again
                 if attempt + 1 >= attempts:
                     raise
-            _wait(backoff, attempt)
+            backoff_sleep(backoff, attempt)
         for number in page.get("phoneNumbers", []):
             number = normalize_phone(number)
             # SNS lists E.164 numbers; tolerate one listed without its "+".

@@ -23,25 +23,23 @@ unavailable, no connection made), and :class:`SesSender` maps the rest:
 from __future__ import annotations
 
 import logging
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ses import SesHook
-from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
     ParamValidationError,
-    PartialCredentialsError,
-    ProxyConnectionError,
-    SSLError,
 )
 
+from campaign_orchestrator.channels.aws import (
+    NOT_SENT,
+    THROTTLED,
+    UNAVAILABLE,
+    batch_client,
+    call_unsent_retries,
+    error_code,
+)
 from campaign_orchestrator.channels.base import Outcome, Sender
 from campaign_orchestrator.channels.email.mime import envelope_address
 
@@ -52,27 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THROTTLED = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException"})
-UNAVAILABLE = frozenset(
-    {"ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalError", "RequestTimeout"}
-)
 REJECTED = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameterValue"})
-NOT_SENT = (
-    # Raised before any byte of the request reached SES.
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ProxyConnectionError,
-    SSLError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    NoRegionError,
-)
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 class CampaignSesHook(SesHook):
     """SES with a client tuned for concurrent raw sends and a retry policy that never
     repeats a request SES may have accepted.
@@ -92,26 +70,19 @@ class CampaignSesHook(SesHook):
 
     def batch_client(self, max_pool_connections: int) -> Any:
         """A new SES client with ``max_pool_connections`` HTTP connections and no botocore retries."""
-        config = self.config.merge(
-            Config(max_pool_connections=max_pool_connections, retries={"mode": "standard", "total_max_attempts": 1})
-        )
-        return self.get_client_type(region_name=self.region_name, config=config)
+        return batch_client(self, max_pool_connections)
 
     def send_raw(self, client: Any, source: str, destination: str, data: bytes) -> str:
         """Send one message; return its SES MessageId. Raises the last error when retries
         are exhausted or the error is not safe to retry."""
-        for attempt in range(self.attempts):
-            try:
-                response = client.send_raw_email(Source=source, Destinations=[destination], RawMessage={"Data": data})
-                return response["MessageId"]
-            except ClientError as exc:
-                if not _retryable(exc) or attempt + 1 == self.attempts:
-                    raise
-            except NOT_SENT:
-                if attempt + 1 == self.attempts:
-                    raise
-            time.sleep(min(self.backoff * 2**attempt, 5.0) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
+        return call_unsent_retries(
+            lambda: client.send_raw_email(Source=source, Destinations=[destination], RawMessage={"Data": data})[
+                "MessageId"
+            ],
+            self.attempts,
+            self.backoff,
+            _retryable,
+        )
 
 
 def _retryable(exc: ClientError) -> bool:
