@@ -14,13 +14,14 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 # Only used when no `campaign_store` Airflow connection is configured.
 export CAMPAIGNS_EMBEDDED_STORE ?= $(CURDIR)/.campaign-store
 
-.PHONY: help venv test demo up bench validate schema lock stop clean
+.PHONY: help venv test chaos demo up bench validate schema lock stop clean
 
 help:
 	@echo "make demo      fresh clone -> demo data -> two campaigns sent to a local mailbox"
 	@echo "make test      the test suite (needs PostgreSQL on 127.0.0.1:5432 or uses the embedded one)"
+	@echo "make chaos     fault tests: killed send tasks, store restarts, dropped SMTP, throttling"
 	@echo "make up        Airflow standalone with the campaigns, UI on http://localhost:8080"
-	@echo "make bench     benchmarks, with bare baselines measured in the same run"
+	@echo "make bench     benchmarks, with bare baselines measured in the same run (BENCH_ARGS='--only run,parse')"
 	@echo "make validate  campaigns validate"
 	@echo "make schema    regenerate dags/campaigns/campaign.schema.json"
 	@echo "make lock      recompile requirements*.txt from requirements*.in"
@@ -38,6 +39,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 test: venv
 	$(BIN)/python -m pytest
 
+# Kept out of `make test` (pyproject's --ignore): a few minutes of killed and retried sends.
+chaos: venv
+	$(BIN)/python -m pytest tests/chaos
+
 demo: venv
 	$(BIN)/python -m campaign_orchestrator.devtools.demo
 
@@ -45,7 +50,7 @@ up: venv
 	$(BIN)/python -m campaign_orchestrator.devtools.standalone
 
 bench: venv
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 validate: venv
 	$(BIN)/campaigns validate

@@ -57,6 +57,12 @@ def main() -> int:
     from campaign_orchestrator.store.migrations import migrate
     from campaign_orchestrator.paths import ProjectPaths
 
+    import logging
+
+    # aiosmtpd logs every SMTP command and moto's server every request at INFO, which the
+    # logging Airflow configures prints: at 100,000 messages the bench would time the logs.
+    for noisy in ("mail.log", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     name = f"bench_channels_{secrets.token_hex(3)}"
     with psycopg.connect(args.dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')

@@ -1,4 +1,4 @@
-"""The authoring CLI: ``campaigns validate | schema | preview | render | proof | audiences | report | store``."""
+"""The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report | store``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_preview)
 
+    p = sub.add_parser(
+        "calculate",
+        help="counts after each stage (blocks, combined, deduplicated, holdout, segments, exclusions per step); "
+        "writes no ledger row",
+    )
+    p.add_argument("campaign")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="override an audience param")
+    p.add_argument("--limit", type=int, metavar="N", help="cap the audience at N members, as a triggered run's limit")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_calculate)
+
     p = sub.add_parser("render", help="show the exact message a profile would get, or why it would not")
     p.add_argument("campaign")
     p.add_argument("--profile", type=int, required=True)
@@ -89,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     s = store.add_parser("demo-data", help="replace the crm data with deterministic demo data")
     s.add_argument("--profiles", type=int, default=10_000)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument(
+        "--bookings-per-profile", type=float, metavar="N",
+        help="mean bookings per profile (default: the usual mix, about 1.6); e.g. 5 for 5M bookings at 1M profiles",
+    )
     s.set_defaults(handler=cmd_store_demo_data)
     s = store.add_parser("stop", help="stop the embedded PostgreSQL, if one runs")
     s.set_defaults(handler=cmd_store_stop)
@@ -185,11 +200,28 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calculate(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.audience.compile import AudienceCompileError
+    from campaign_orchestrator.run.audience import AudienceError
+    from campaign_orchestrator.run.calculate import calculate_campaign
+
+    paths, config = _load_one(args.campaign)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit {args.limit}: give a positive number of members")
+    try:
+        with _connect() as conn:
+            counts = calculate_campaign(conn, config, paths, _parse_params(args.param), limit=args.limit)
+    except (AudienceCompileError, AudienceError) as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps(counts.as_dict(), indent=2) if args.json else counts.format())
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.preview import render_for_profile
 
     paths, config = _load_one(args.campaign)
-    step = config.step(args.step) if args.step else config.steps[0]
+    step = config.step(args.step) if args.step else config.message_steps[0]
     with _connect() as conn:
         outcome = render_for_profile(conn, config, step, paths, args.profile)
     if outcome.excluded_reason:
@@ -207,7 +239,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
     from campaign_orchestrator.run.proof import ProofError, send_proof
 
     paths, config = _load_one(args.campaign)
-    step = config.step(args.step) if args.step else config.steps[0]
+    step = config.step(args.step) if args.step else config.message_steps[0]
     try:
         with _connect() as conn:
             results = send_proof(conn, config, step, paths, args.profile, args.to)
@@ -238,6 +270,8 @@ def cmd_audiences(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.config.journey import is_journey
+    from campaign_orchestrator.run.funnel import compute_funnel, format_funnel
     from campaign_orchestrator.run.report import compute_report, format_report
 
     paths = ProjectPaths.discover()
@@ -264,6 +298,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             reports = compute_report(conn, run_key, [tuple(s) for s in steps])
             print(f"[{status}] run {dag_run_id}")
             print(format_report(campaign_id, size, reports))
+            config = configs.get(campaign_id, (None, None))[1]
+            if config is not None and is_journey(config):
+                # Live: opens, clicks and conversions that arrived after the run are counted.
+                print("\nFunnel per step")
+                print(format_funnel(compute_funnel(conn, run_key, config)))
             print()
     return 0
 
@@ -290,7 +329,12 @@ def cmd_store_demo_data(args: argparse.Namespace) -> int:
     with store_connection() as conn:
         migrate(conn, ProjectPaths.discover().migrations)
         started = time.perf_counter()
-        counts = generate_demo_data(conn, profiles=args.profiles, seed=args.seed)
+        try:
+            counts = generate_demo_data(
+                conn, profiles=args.profiles, seed=args.seed, bookings_per_profile=args.bookings_per_profile
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
     elapsed = time.perf_counter() - started
     print(", ".join(f"{table}: {n:,}" for table, n in counts.items()) + f" ({elapsed:.1f}s)")
     return 0

@@ -53,7 +53,7 @@ def build_dags(namespace: dict[str, Any], config_dir: Path | None = None) -> Loa
 
 
 def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) -> DAG:
-    from airflow.sdk import DAG, Param, TriggerRule
+    from airflow.sdk import DAG, ParamsDict, TriggerRule
 
     from campaign_orchestrator.operators.campaign import (
         EvaluateAudienceOperator,
@@ -63,7 +63,9 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         SaveAudienceOperator,
         SendBatchOperator,
         TargetStepOperator,
+        WaitStepOperator,
     )
+    from campaign_orchestrator.config.journey import in_flow_order
 
     schedule, start, end = schedule_of(config)
     common = {"campaign_file": str(path), "campaign_id": config.id}
@@ -84,39 +86,6 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
             "retry_delay": config.retry_delay,
             "retry_exponential_backoff": False,
         },
-        params={
-            "override_max_audience": Param(
-                False,
-                type="boolean",
-                title="Override the audience-size guardrail",
-                description=f"Send even if the audience exceeds guardrails.max_audience "
-                f"({config.guardrails.max_audience or 'not set'}).",
-            ),
-            "audience_params": Param(
-                {},
-                type="object",
-                title="Audience parameters for this run",
-                description="Override the config's audience params, e.g. {\"min_bookings\": 3}; "
-                "for a block's params write {\"<block>__<name>\": value}.",
-            ),
-            "limit": Param(
-                None, type=["null", "integer"], minimum=1, title="Limit",
-                description="Target at most this many audience members (first by profile id).",
-            ),
-            "dry_run": Param(
-                False, type="boolean", title="Dry run",
-                description="Render every message to files (.out/dry-runs/ or $CAMPAIGNS_DRY_RUN_DIR); send nothing.",
-            ),
-            "proof_to": Param(
-                [], type="array", items={"type": "string"}, title="Send proofs to",
-                description="Only send each step's message to these test addresses, personalized with "
-                "proof_profile_id; the audience and the ledger are not touched.",
-            ),
-            "proof_profile_id": Param(
-                None, type=["null", "integer"], title="Proof profile",
-                description="Whose data personalizes the proofs.",
-            ),
-        },
         template_searchpath=[str(paths.sql), str(paths.templates)],
     ) as dag:
         prepare = PrepareRunOperator(task_id="prepare_run", **common)
@@ -133,14 +102,28 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
         if config.audience.save_as is not None:
             save = SaveAudienceOperator(task_id="save_audience", **common)
             evaluate >> save >> finalize
-        for step in config.steps:
-            target = TargetStepOperator(task_id=f"target_{step.id}", step_id=step.id, **common)
+        # Each step is a start task (what the steps after it wait for comes from its done
+        # tasks). Root steps start from the evaluated audience; the others from the steps
+        # they follow, once those are done.
+        starts: dict[str, Any] = {}
+        dones: dict[str, list[Any]] = {}
+        for step in in_flow_order(config):
+            # A step after others goes on when all of them are done and none failed: a skipped
+            # send (nothing to send) is fine, a failed one stops the branch.
+            rule = {"trigger_rule": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS} if step.after else {}
+            if step.channel == "wait":
+                task_id = step.id if step.id.startswith("wait") else f"wait_{step.id}"  # not wait_wait_...
+                wait = WaitStepOperator(task_id=task_id, step_id=step.id, **rule, **common)
+                starts[step.id], dones[step.id] = wait, [wait]
+                continue
+            target = TargetStepOperator(task_id=f"target_{step.id}", step_id=step.id, **rule, **common)
             if step.channel == "direct_mail":
                 from campaign_orchestrator.operators.direct_mail import ExportDirectMailOperator
 
                 # One extract per run: the whole step is a single, idempotent export.
                 export = ExportDirectMailOperator(task_id=f"export_{step.id}", step_id=step.id, **common)
-                evaluate >> target >> export >> finalize
+                target >> export
+                starts[step.id], dones[step.id] = target, [export]
                 continue
             plan = PlanBatchesOperator(task_id=f"plan_{step.id}", step_id=step.id, **common)
             send = SendBatchOperator.partial(
@@ -152,8 +135,71 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
                 ),
                 **common,
             ).expand(batch=plan.output)
-            evaluate >> target >> plan >> send >> finalize
+            target >> plan >> send
+            # A step with nothing to send skips its mapped sends; the plan's success still
+            # lets the steps after it go on.
+            starts[step.id], dones[step.id] = target, [plan, send]
+        for step in config.steps:
+            start = starts[step.id]
+            if not step.after:
+                evaluate >> start
+                continue
+            for ref in step.after:
+                dones[ref] >> start
+        for step in config.steps:
+            dones[step.id] >> finalize
+    # The params go in once the tasks exist, past Airflow's check of their defaults. Given to
+    # DAG(), Airflow deep-copies them into each task it creates (once per __init__ of the
+    # task's class hierarchy) and checks every default against its JSON Schema, for each
+    # scheduled campaign: half the parse time of a thousand campaigns (bench/bench_parse.py).
+    # A task run merges the DAG's params with the trigger's values and validates those
+    # (process_params); the defaults are constants, checked once by the unit tests.
+    object.__setattr__(dag, "params", ParamsDict(trigger_params(config)))
     return dag
+
+
+def trigger_params(config: CampaignConfig) -> dict[str, Any]:
+    """The trigger form's params (the on-demand options of a run)."""
+    from airflow.sdk import Param
+
+    return {
+        "override_max_audience": Param(
+            False,
+            type="boolean",
+            title="Override the audience-size guardrail",
+            description=f"Send even if the audience exceeds guardrails.max_audience "
+            f"({config.guardrails.max_audience or 'not set'}).",
+        ),
+        "audience_params": Param(
+            {},
+            type="object",
+            title="Audience parameters for this run",
+            description="Override the config's audience params, e.g. {\"min_bookings\": 3}; "
+            "for a block's params write {\"<block>__<name>\": value}.",
+        ),
+        "limit": Param(
+            None, type=["null", "integer"], minimum=1, title="Limit",
+            description="Target at most this many audience members (first by profile id).",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Render every message to files (.out/dry-runs/ or $CAMPAIGNS_DRY_RUN_DIR); send nothing.",
+        ),
+        "proof_to": Param(
+            [], type="array", items={"type": "string"}, title="Send proofs to",
+            description="Only send each step's message to these test addresses, personalized with "
+            "proof_profile_id; the audience and the ledger are not touched.",
+        ),
+        "time_scale": Param(
+            1.0, type="number", minimum=0, title="Time scale of waits",
+            description="Multiply every wait step by this: 1 is real time; 0.001 turns two days "
+            "into three minutes for a rehearsal; 0 skips the waits.",
+        ),
+        "proof_profile_id": Param(
+            None, type=["null", "integer"], title="Proof profile",
+            description="Whose data personalizes the proofs.",
+        ),
+    }
 
 
 def build_invalid_dag(error: ConfigError) -> DAG:
@@ -236,11 +282,21 @@ def _audience_doc(config: CampaignConfig) -> str:
     return "blocks " + ", ".join(f"`{name}`" for name in config.audience.blocks)
 
 
-def _doc(config: CampaignConfig, path: Path) -> str:
-    steps = "\n".join(
-        f"- **{s.id}**: {s.channel} ({s.purpose})" + (f", template `{s.template}`" if hasattr(s, "template") else "")
-        for s in config.steps
+def _step_doc(step: Any) -> str:
+    after = f" after {', '.join(step.after)}" if step.after else ""
+    if step.channel == "wait":
+        wait = step.wait
+        what = f"until {wait.until} ({wait.timezone})" if hasattr(wait, "until") else str(wait)
+        return f"- **{step.id}**: wait {what}{after}"
+    text = f"- **{step.id}**: {step.channel} ({step.purpose})" + (
+        f", template `{step.template}`" if hasattr(step, "template") else ""
     )
+    conditions = " and ".join(c.describe() for c in step.when)
+    return text + after + (f", when {conditions}" if conditions else "")
+
+
+def _doc(config: CampaignConfig, path: Path) -> str:
+    steps = "\n".join(_step_doc(s) for s in config.steps)
     return (
         f"### {config.id}\n\n{config.description}\n\n"
         f"- config: `{path.name}`\n- audience: {_audience_doc(config)}\n"

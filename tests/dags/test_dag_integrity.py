@@ -142,3 +142,50 @@ def test_a_campaign_can_start_when_another_ends_or_when_data_arrives(tmp_path: P
     assert {a.uri for a in follow_up.timetable.asset_condition.objects} == signalled
     fresh = bag.dags["fresh_bookings"]
     assert {a.uri for a in fresh.timetable.asset_condition.objects} == {"campaign-store://crm/booking"}
+
+
+def test_a_journey_waits_between_steps_and_goes_on_unless_a_step_before_failed() -> None:
+    dag = dagbag().dags["winter_sale_journey"]
+    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert upstream["target_sale_email"] == {"evaluate_audience"}
+    assert upstream["wait_for_opens"] == {"plan_sale_email", "send_sale_email"}
+    assert upstream["target_sms_to_non_openers"] == {"wait_for_opens"}
+    assert upstream["wait_for_bookings"] == {"plan_sms_to_non_openers", "send_sms_to_non_openers"}
+    assert upstream["target_push_to_non_bookers"] == {"wait_for_bookings"}
+    for task_id in ("wait_for_opens", "target_sms_to_non_openers", "wait_for_bookings", "target_push_to_non_bookers"):
+        # A step with nothing to send skips its mapped sends; the branch still goes on.
+        assert dag.get_task(task_id).trigger_rule == "none_failed_min_one_success"
+    assert {"wait_for_opens", "wait_for_bookings", "send_push_to_non_bookers"} <= upstream["finalize_report"]
+    assert "time_scale" in dag.params
+
+
+JOURNEY = """
+id: {id}
+schedule: manual
+valid: {{start: 2026-11-01}}
+audience: {{sql: audiences/winter_sale.sql}}
+steps:
+  - {{id: offer, channel: email, template: winter_sale, sender: 'A <a@b.example>'}}
+  - {{id: by_sms, channel: sms, template: winter_sale_sms, after: {sms_after}}}
+  - {{id: by_push, channel: push, template: winter_sale_push, after: offer}}
+  - {{id: settle, wait: 1d, after: [by_sms, by_push]}}
+  - {{id: thanks, channel: email, template: winter_sale, sender: 'A <a@b.example>', after: settle,
+      when: [{{step: offer, outcome: clicked}}]}}
+"""
+
+
+def test_steps_fork_and_join_and_a_cycle_is_rejected_before_any_dag_is_built(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder)
+    (folder / "fork_join.yaml").write_text(JOURNEY.format(id="fork_join", sms_after="offer"))
+    (folder / "loop.yaml").write_text(JOURNEY.format(id="loop", sms_after="thanks"))
+    monkeypatch.setenv("CAMPAIGNS_CONFIG_DIR", str(folder))
+    bag = dagbag()
+    dag = bag.dags["fork_join"]
+    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert upstream["target_by_sms"] == upstream["target_by_push"] == {"plan_offer", "send_offer"}  # fork
+    assert upstream["wait_settle"] == {"plan_by_sms", "send_by_sms", "plan_by_push", "send_by_push"}  # join
+    assert upstream["target_thanks"] == {"wait_settle"}
+    assert INVALID_TAG in bag.dags["loop"].tags
+    (message,) = bag.import_errors.values()
+    assert "loop.yaml:8: steps[1].after: the steps form a cycle (by_sms -> settle -> thanks -> by_sms)" in message

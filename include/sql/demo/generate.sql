@@ -10,6 +10,8 @@
 --   %(anchor)s     the date "today" is for the data: bookings start from anchor - 60 days to
 --                  anchor + 120 days, nothing is created after it
 --   %(anchor_ts)s  midnight UTC of the anchor, as a timestamptz
+--   %(booking_scale)s      NULL, or a factor applied to each profile's number of bookings
+--   %(booking_id_stride)s  booking ids are profile_id * stride + n (10 unless scaled past 9)
 --
 -- Every "random" choice is a hash of (row key, salt) under the seed, never random(), and ids
 -- are computed, never numbered in scan order: the same parameters give the same rows,
@@ -560,10 +562,14 @@ CROSS JOIN LATERAL (
 -- earlier of the trip and the anchor, and popular products get more bookings. Past trips
 -- are completed (850) or cancelled; future ones confirmed (880) or cancelled.
 -- Ids are profile_id * 10 + n, n = 1..8.
+-- With a booking scale (a benchmark's "bookings per profile"), each profile's count is
+-- multiplied by it and rounded down or up by a draw (salt 57), so the mean is scaled
+-- exactly, and ids are profile_id * stride + n; with no scale the rows are as above.
 WITH params AS (
-    SELECT %(seed)s::bigint AS seed, %(anchor)s::date AS anchor, %(products)s::bigint AS products
+    SELECT %(seed)s::bigint AS seed, %(anchor)s::date AS anchor, %(products)s::bigint AS products,
+           %(booking_scale)s::double precision AS scale, %(booking_id_stride)s::bigint AS stride
 ),
-booker AS (
+base AS (
     SELECT g.i AS profile_id,
            CASE
                WHEN d < 320 THEN 0 WHEN d < 580 THEN 1 WHEN d < 770 THEN 2 WHEN d < 875 THEN 3
@@ -574,21 +580,29 @@ booker AS (
     CROSS JOIN params
     CROSS JOIN LATERAL (SELECT pg_temp.demo_draw(params.seed, g.i, 50, 1000) AS d) AS draw
 ),
+booker AS (
+    SELECT base.profile_id,
+           CASE WHEN params.scale IS NULL THEN base.bookings
+                ELSE floor(base.bookings * params.scale + pg_temp.demo_unit(params.seed, base.profile_id, 57))::integer
+           END AS bookings
+    FROM base CROSS JOIN params
+),
 trip AS (
-    SELECT booker.profile_id * 10 + n.n AS booking_id,
+    SELECT id.booking_id,
            booker.profile_id,
-           1 + floor(params.products * pg_temp.demo_unit(params.seed, booker.profile_id * 10 + n.n, 51) ^ 2)::bigint
+           1 + floor(params.products * pg_temp.demo_unit(params.seed, id.booking_id, 51) ^ 2)::bigint
                AS product_id,
-           params.anchor - 60 + pg_temp.demo_draw(params.seed, booker.profile_id * 10 + n.n, 52, 181)::integer
+           params.anchor - 60 + pg_temp.demo_draw(params.seed, id.booking_id, 52, 181)::integer
                AS starts_on,
-           pg_temp.demo_draw(params.seed, booker.profile_id * 10 + n.n, 53, 180)::integer AS lead_days,
-           pg_temp.demo_draw(params.seed, booker.profile_id * 10 + n.n, 54, 86400) AS second_of_day,
-           pg_temp.demo_draw(params.seed, booker.profile_id * 10 + n.n, 55, 1000) AS status_draw,
-           pg_temp.demo_draw(params.seed, booker.profile_id * 10 + n.n, 56, 7) AS units,
+           pg_temp.demo_draw(params.seed, id.booking_id, 53, 180)::integer AS lead_days,
+           pg_temp.demo_draw(params.seed, id.booking_id, 54, 86400) AS second_of_day,
+           pg_temp.demo_draw(params.seed, id.booking_id, 55, 1000) AS status_draw,
+           pg_temp.demo_draw(params.seed, id.booking_id, 56, 7) AS units,
            params.anchor
     FROM booker
     CROSS JOIN params
     CROSS JOIN LATERAL generate_series(1, booker.bookings) AS n(n)
+    CROSS JOIN LATERAL (SELECT booker.profile_id * params.stride + n.n AS booking_id) AS id
 )
 INSERT INTO crm.booking (booking_id, profile_id, product_id, status, booked_at, starts_on, amount)
 SELECT trip.booking_id,

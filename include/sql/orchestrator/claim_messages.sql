@@ -1,9 +1,9 @@
 -- Claim the next chunk of a batch for sending, re-checking consent and suppression at send
 -- time: a profile that opted out (or an address suppressed) after the audience was built is
 -- excluded here instead of claimed. FOR UPDATE SKIP LOCKED keeps concurrent claimers apart.
--- Quiet hours in the recipient's time zone ({quiet} is true inside them, at %(now)s): a
+-- Quiet hours in the recipient's time zone (the composed quiet-hours expression is true inside them, at the bound now): a
 -- message whose rule defers is left pending for a later attempt; one that discards is
--- excluded as quiet_hours.
+-- excluded as quiet_hours. A message with a not_before still ahead is left pending too.
 WITH candidate AS (
     SELECT m.ctid AS row_id, m.profile_id, m.entity_key,
            CASE
@@ -21,6 +21,8 @@ WITH candidate AS (
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
     WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
       AND m.seq BETWEEN %(lo)s AND %(hi)s AND m.status = 'pending'
+      -- Timed by a wait until the recipient's local time of day: not before then.
+      AND (m.not_before IS NULL OR m.not_before <= %(now)s)
       AND NOT (%(quiet_defer)s AND {quiet})
     ORDER BY m.seq
     LIMIT %(chunk)s

@@ -134,12 +134,50 @@ def _combine(audience: Audience, compiled: dict[str, _Compiled]) -> tuple[str, d
     exclude = audience.combine.exclude if audience.combine else []
     parts = " UNION ".join(f"SELECT profile_id, entity_key FROM ({compiled[n].text}) AS {n}" for n in union)
     text = f"SELECT combined.profile_id, combined.entity_key FROM ({parts}) AS combined"
+    # Blocks of the same entity as the audience's keys match member by member (booking by
+    # booking: "upcoming" keeps only the upcoming bookings, not every booking of a traveller
+    # who has one); any other block matches by profile.
+    by_entity = _entity_matched_blocks(audience, [*intersect, *exclude])
+
+    def key(n: str, alias: str = "") -> str:
+        return f"({alias}profile_id, {alias}entity_key)" if n in by_entity else f"{alias}profile_id"
+
+    def same(n: str) -> str:
+        pair = f" AND {n}.entity_key = combined.entity_key" if n in by_entity else ""
+        return f"{n}.profile_id = combined.profile_id{pair}"
+
+    # NOT EXISTS, not NOT IN: an anti-join at any size (NOT IN falls back to a rescan per row
+    # once the excluded profiles outgrow work_mem), and a NULL profile id excludes nobody.
     conditions = [
-        f"combined.profile_id IN (SELECT profile_id FROM ({compiled[n].text}) AS {n})" for n in intersect
-    ] + [f"combined.profile_id NOT IN (SELECT profile_id FROM ({compiled[n].text}) AS {n})" for n in exclude]
+        f"{key(n, 'combined.')} IN (SELECT {key(n).strip('()')} FROM ({compiled[n].text}) AS {n})" for n in intersect
+    ] + [f"NOT EXISTS (SELECT FROM ({compiled[n].text}) AS {n} WHERE {same(n)})" for n in exclude]
     if conditions:
         text += " WHERE " + " AND ".join(conditions)
     return text, params
+
+
+def _entity_matched_blocks(audience: Audience, names: list[str]) -> set[str]:
+    """Intersect/exclude blocks keyed by the same catalog entity as every union block."""
+    from campaign_orchestrator.config.models import EntityBlock
+
+    keyed = audience.keyed_blocks()
+    union = audience.combine.union if audience.combine else list(audience.blocks)
+    entities = {keyed.get(n, "") for n in union}
+    if len(entities) != 1 or None in entities or "" in entities:
+        return set()
+    (entity,) = entities
+    return {
+        n for n in names
+        if isinstance(audience.blocks[n], EntityBlock) and audience.blocks[n].entity_key == entity
+    }
+
+
+def combine_sql(audience: Audience, sources: dict[str, str]) -> str:
+    """``audience.combine`` over other sources of its blocks, each a SELECT of (profile_id,
+    entity_key) by block name — e.g. the temporary tables ``campaigns calculate`` evaluates
+    each block into once: the same combination a run's audience SELECT makes."""
+    text, _ = _combine(audience, {name: _Compiled(source, {}) for name, source in sources.items()})
+    return text
 
 
 class EntityBlockCompiler:
@@ -192,12 +230,39 @@ class EntityBlockCompiler:
         if block.any_of:
             conditions.append(sa.or_(*[sa.and_(*self._conditions(g, block.from_, tables[block.from_])) for g in block.any_of]))
         key = self.catalog.entity(self.catalog.profile).key
-        return (
+        select = (
             sa.select(profile.c[key].label("profile_id"), entity_key.label("entity_key"))
             .select_from(joined)
             .where(*conditions)
-            .distinct()
         )
+        # DISTINCT hashes every row (a second for a million bookings): only where the joins
+        # can repeat a (profile, entity key) pair.
+        keyed_by = block.entity_key or self.catalog.profile
+        return select if keyed_by in self._unique_keys(block.from_, hops) else select.distinct()
+
+    def _unique_keys(self, start: str, hops: list[Hop]) -> set[str]:
+        """The entities whose key no two joined rows share (catalog keys are unique).
+
+        A join on the target's key (to one) repeats no row. A join from rows unique by the
+        source's key, on that key, gives each target row at most once: unique by its key too."""
+        unique = {start}
+        for hop in hops:
+            to_one = hop.target_column == self.catalog.entity(hop.target).key
+            from_one = hop.source_column == self.catalog.entity(hop.source).key and hop.source in unique
+            if to_one:
+                unique |= {hop.target} if from_one else set()
+            else:
+                unique = {hop.target} if from_one else set()
+        return unique
+
+    def where_on(
+        self, alias: str, extra_columns: tuple[str, ...] = ()
+    ) -> tuple[sa.Alias, list[sa.ColumnElement[bool]]]:
+        """The block's entity as ``alias`` (with ``extra_columns`` too) and its ``where``
+        conditions on it, for other statements that filter the same way (split rules)."""
+        self._fields[self.block.from_].update(extra_columns)
+        table = self._table(self.block.from_, alias)
+        return table, self._conditions(self.block.where, self.block.from_, table)
 
     def _table(self, entity_name: str, alias: str) -> sa.Alias:
         # Lightweight table clauses: only the columns this block uses, no reflection.
@@ -277,4 +342,4 @@ def seed_of(salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "big") >> 1
 
 
-__all__ = ["AudienceCompileError", "AudienceQuery", "compile_audience", "date", "datetime", "seed_of"]
+__all__ = ["AudienceCompileError", "AudienceQuery", "combine_sql", "compile_audience", "date", "datetime", "seed_of"]

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
+    from datetime import datetime
     from types import TracebackType
+
+    from campaign_orchestrator.channels.templating import TemplateFields
 
 
 @dataclass(slots=True)
@@ -31,6 +34,10 @@ class Recipient:
     entity_key: str
     address: str
     profile: dict[str, Any]
+    entity: dict[str, Any] | None = None
+    """The message's audience entity, with the fields its templates name (one message per entity)."""
+    entities: list[dict[str, Any]] | None = None
+    """The profile's audience entities, likewise (one message per profile)."""
 
 
 @dataclass(slots=True)
@@ -81,6 +88,13 @@ class Renderer(ABC):
     def profile_fields(self) -> Sequence[str]:
         """Profile columns the templates reference: all a send fetches (the skinny profile)."""
 
+    @property
+    def template_fields(self) -> TemplateFields:
+        """Everything the templates read: profile fields and entity paths (what a send fetches)."""
+        from campaign_orchestrator.channels.templating import TemplateFields
+
+        return TemplateFields(profile=tuple(self.profile_fields))
+
     @abstractmethod
     def render(self, recipient: Recipient) -> Outbound: ...
 
@@ -116,7 +130,9 @@ class BatchStats:
     uncertain: int = 0
     returned_to_pending: int = 0
     deferred: int = 0
-    """Left pending by quiet hours: a later attempt of the batch sends them."""
+    """Left pending by quiet hours or a send time ahead: a later attempt of the batch sends them."""
+    resume_at: datetime | None = None
+    """The earliest send time (not_before) among the deferred messages, if any has one."""
     failures: dict[str, int] = field(default_factory=dict)
 
     def count_failure(self, reason: str) -> None:

@@ -2,7 +2,7 @@
 
 Kept free of heavy imports: the config loader uses it while Airflow parses DAG files. The
 SQL fragments are this project's own (never user input); they read the profile as ``p``
-and are composed into include/sql/orchestrator/target_step.sql.
+and are composed into include/sql/orchestrator/target_reasoning.sql.
 """
 
 from __future__ import annotations

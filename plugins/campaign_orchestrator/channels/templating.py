@@ -10,7 +10,9 @@ Two static checks run on the template source before anything is sent:
 - :func:`undeclared_variables` rejects top-level names other than those a send provides
   (``profile``, ``campaign``, ``message``, ``entity_key``, ``unsubscribe_url``);
 - :func:`referenced_fields` lists the ``profile`` columns the templates read, which is all a
-  send fetches from the CRM (the "skinny profile").
+  send fetches from the CRM (the "skinny profile"); :func:`referenced_entity_paths` lists
+  the ``entity`` / ``entities`` paths they read (``entity.product.name``), which is all a
+  send fetches of the audience's entities.
 
 Both follow ``{% extends %}``, ``{% include %}`` and ``{% import %}`` of constant names.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +34,15 @@ if TYPE_CHECKING:
 
     from jinja2 import Environment
 
-CONTEXT_NAMES = frozenset({"profile", "campaign", "message", "entity_key", "unsubscribe_url"})
+CONTEXT_NAMES = frozenset({"profile", "campaign", "message", "entity_key", "unsubscribe_url", "entity", "entities"})
 """Top-level names a template may use, besides Jinja's own globals (``range``, ``namespace``…).
-``unsubscribe_url`` is the signed one-click link of a marketing email (None elsewhere)."""
+``unsubscribe_url`` is the signed one-click link of a marketing email (None elsewhere).
+``entity`` is the message's audience entity (one message per entity) and ``entities`` the
+profile's audience entities (one message per profile), each holding only the fields the
+templates name, with linked entities nested (``entity.product.name``)."""
+
+ENTITY = "entity"
+ENTITIES = "entities"
 
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -184,12 +193,192 @@ def _is_root_get(node: nodes.Node, root: str) -> bool:
     return isinstance(node, nodes.Getattr) and node.attr == "get" and _is_root(node.node, root)
 
 
-def check_templates(env: Environment, template_names: Iterable[str]) -> tuple[str, ...]:
-    """Both checks; return the referenced profile fields. Syntax errors are re-raised as
+EntityPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TemplateFields:
+    """What a step's templates read: profile columns, and paths into its audience entities."""
+
+    profile: tuple[str, ...] = ()
+    entity: tuple[EntityPath, ...] = ()
+    """Paths under ``entity``: ``("starts_on",)``, ``("product", "name")``…"""
+    entities: tuple[EntityPath, ...] = ()
+    """Paths under each item of ``entities``."""
+    uses_entities: bool = False
+    """``entities`` appears, if only as ``entities|length``: the list must be fetched."""
+
+    @property
+    def uses_entity(self) -> bool:
+        return bool(self.entity)
+
+
+def referenced_entity_paths(env: Environment, template_names: Iterable[str]) -> TemplateFields:
+    """The paths the templates read under ``entity`` and under each item of ``entities``.
+
+    ``entity.start_date``, ``entity.product.name``, ``entity['status']``, ``entity.get('x')``;
+    ``{% for b in entities %}{{ b.product.name }}{% endfor %}``, ``entities[0].starts_on``,
+    ``entities|length``, ``{% if entities %}``. A path may go on past the field
+    (``entity.starts_on.year``): which segments are linked entities and which is the column
+    is decided against the entity catalog when the send is planned. Using ``entity``, an
+    item of ``entities`` or the list itself as a whole value is an error, as for profile.
+    """
+    collector = _EntityPathCollector()
+    for name, ast in _closure(env, template_names):
+        collector.template = name
+        collector.visit(ast, frozenset())
+    return TemplateFields(
+        entity=tuple(sorted(collector.entity)),
+        entities=tuple(sorted(collector.entities)),
+        uses_entities=collector.uses_entities or bool(collector.entities),
+    )
+
+
+class _EntityPathCollector:
+    def __init__(self) -> None:
+        self.template = ""
+        self.entity: set[EntityPath] = set()
+        self.entities: set[EntityPath] = set()
+        self.uses_entities = False
+
+    def visit(self, node: nodes.Node, items: frozenset[str]) -> None:
+        """``items`` are the loop variables standing for one item of ``entities``."""
+        if isinstance(node, nodes.For):
+            self._for(node, items)
+            return
+        if isinstance(node, nodes.Filter) and _is_root(node.node, ENTITIES) and node.name in ("length", "count"):
+            self.uses_entities = True
+            for child in [*node.args, *node.kwargs]:
+                self.visit(child, items)
+            return
+        if isinstance(node, (nodes.If, nodes.CondExpr, nodes.Not)):
+            # Truthiness of the list (``{% if entities %}``) exposes no item.
+            test = node.node if isinstance(node, nodes.Not) else node.test
+            if _is_root(test, ENTITIES):
+                self.uses_entities = True
+                for child in node.iter_child_nodes():
+                    if child is not test:
+                        self.visit(child, items)
+                return
+        chain = _access_chain(node)
+        if chain is not None and (chain[0] in (ENTITY, ENTITIES) or chain[0] in items):
+            root, segments, rest = chain
+            self._record(root, segments, node.lineno)
+            for child in rest:
+                self.visit(child, items)
+            return
+        if isinstance(node, nodes.Name) and node.ctx == "load" and (node.name in (ENTITY, ENTITIES, *items)):
+            what = "an item of entities" if node.name in items else repr(node.name)
+            example = "entity.start_date, entity.product.name" if node.name == ENTITY else "b.start_date, b.product.name"
+            raise TemplateCheckError(
+                f"{self.template}:{node.lineno}: uses {what} as a whole; name each field ({example}), "
+                "with constant names, so the send fetches only those columns"
+                + ("; loop over entities ({% for b in entities %}), count it (entities|length) or index it "
+                   "(entities[0].start_date); the step's entities_order_by orders it" if node.name == ENTITIES else "")
+            )
+        for child in node.iter_child_nodes():
+            self.visit(child, items)
+
+    def _for(self, node: nodes.For, items: frozenset[str]) -> None:
+        iterable = node.iter
+        sliced = isinstance(iterable, nodes.Getitem) and isinstance(iterable.arg, nodes.Slice)
+        if sliced and _is_root(iterable.node, ENTITIES):  # type: ignore[attr-defined]
+            self.visit(iterable.arg, items)  # entities[:3]
+            iterable = iterable.node
+        if _is_root(iterable, ENTITIES):
+            if not isinstance(node.target, nodes.Name):
+                raise TemplateCheckError(
+                    f"{self.template}:{node.lineno}: loop over entities with one name, e.g. {{% for b in entities %}}"
+                )
+            self.uses_entities = True
+            inner = items | {node.target.name}
+        else:
+            self.visit(node.iter, items)
+            targets = [node.target, *node.target.find_all(nodes.Name)]
+            inner = items - {n.name for n in targets if isinstance(n, nodes.Name)}
+        for child in node.body:
+            self.visit(child, inner)
+        if node.test is not None:
+            self.visit(node.test, inner)
+        for child in node.else_:
+            self.visit(child, items)
+
+    def _record(self, root: str, segments: list[tuple[str | int, bool]], lineno: int) -> None:
+        if root == ENTITIES:
+            if not segments or not isinstance(segments[0][0], int):
+                raise TemplateCheckError(
+                    f"{self.template}:{lineno}: entities is a list: loop over it ({{% for b in entities %}}"
+                    "{{ b.start_date }}{% endfor %}) or index it (entities[0].start_date)"
+                )
+            segments = segments[1:]
+        path: list[str] = []
+        for value, _ in segments:
+            if not isinstance(value, str):
+                break  # an index into a column's value (entity.tags[0]): the path ends before it
+            path.append(value)
+        label = ENTITY if root == ENTITY else "an item of entities"
+        if not path:
+            raise TemplateCheckError(
+                f"{self.template}:{lineno}: uses {label} as a whole; name each field (e.g. .start_date)"
+            )
+        first, by_attribute = segments[0]
+        if by_attribute and first in _DICT_ATTRIBUTES:
+            raise TemplateCheckError(
+                f"{self.template}:{lineno}: {label}.{first} is a dict method; write [{first!r}] instead"
+            )
+        if not _FIELD.fullmatch(path[0]):
+            raise TemplateCheckError(f"{self.template}:{lineno}: {label}[{path[0]!r}] is not a column name")
+        (self.entity if root == ENTITY else self.entities).add(tuple(path))
+
+
+def _access_chain(node: nodes.Node) -> tuple[str, list[tuple[str | int, bool]], list[nodes.Node]] | None:
+    """``a.b['c'].get('d', x)`` -> ("a", [("b", True), ("c", False), ("d", False)], [x]): the
+    name a chain of constant accesses starts from, its segments (value, by attribute), and the
+    other expressions in it (``.get`` defaults). None if the chain does not start at a name."""
+    segments: list[tuple[str | int, bool]] = []
+    rest: list[nodes.Node] = []
+    current = node
+    while True:
+        if isinstance(current, nodes.Getattr):
+            segments.append((current.attr, True))
+            current = current.node
+        elif (
+            isinstance(current, nodes.Getitem)
+            and isinstance(current.arg, nodes.Const)
+            and isinstance(current.arg.value, (str, int))
+            and not isinstance(current.arg.value, bool)
+        ):
+            segments.append((current.arg.value, False))
+            current = current.node
+        elif (
+            isinstance(current, nodes.Call)
+            and isinstance(current.node, nodes.Getattr)
+            and current.node.attr == "get"
+            and current.args
+            and isinstance(current.args[0], nodes.Const)
+            and isinstance(current.args[0].value, str)
+        ):
+            segments.append((current.args[0].value, False))
+            rest += [*current.args[1:], *current.kwargs]
+            current = current.node.node
+        elif isinstance(current, nodes.Name) and current.ctx == "load" and segments:
+            return current.name, segments[::-1], rest
+        else:
+            return None
+
+
+def check_template_fields(env: Environment, template_names: Iterable[str]) -> TemplateFields:
+    """All checks; return what the templates read. Syntax errors are re-raised as
     :class:`TemplateCheckError` naming the file and line."""
     names = list(template_names)
     try:
         undeclared_variables(env, names)
-        return referenced_fields(env, names)
+        entity_fields = referenced_entity_paths(env, names)
+        return replace(entity_fields, profile=referenced_fields(env, names))
     except TemplateSyntaxError as exc:
         raise TemplateCheckError(f"{exc.name or exc.filename}:{exc.lineno}: {exc.message}") from exc
+
+
+def check_templates(env: Environment, template_names: Iterable[str]) -> tuple[str, ...]:
+    """All checks; return the referenced profile fields (see :func:`check_template_fields`)."""
+    return check_template_fields(env, template_names).profile

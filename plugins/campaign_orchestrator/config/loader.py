@@ -8,6 +8,7 @@ and what would be valid. One broken file therefore never hides the others.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.models import IDENTIFIER, CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 
 DEFAULTS_FILE = "_defaults.yaml"
@@ -139,31 +140,76 @@ def _check_campaign_links(result: LoadResult) -> None:
 def load_campaign_file(
     path: Path, defaults: dict[str, Any], paths: ProjectPaths, only_id: str | None = None
 ) -> CampaignConfig | ConfigError | None:
-    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=_SafeLoader)
-        raw = yaml.load(text, Loader=_SafeLoader)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return ConfigError(path, _fallback_id(path), (ConfigProblem(
+            "", f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8"),))
+    if only_id is not None and only_id not in (path.stem, _fallback_id(path)) and only_id not in text \
+            and "\\" not in text:
+        # A worker running one task needs one campaign: a file that cannot be that campaign
+        # (the id is not its name, not in its text, and no escape could spell it) is not parsed.
+        return None
+    try:
+        node, raw = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         return ConfigError(path, _fallback_id(path), (ConfigProblem("", f"not valid YAML: {exc}", line),))
+    except ValueError as exc:  # an impossible date YAML reads as one (2026-02-30): not a YAMLError
+        return ConfigError(path, _fallback_id(path), (_bad_timestamp(text, exc),))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         return ConfigError(path, _fallback_id(path), (ConfigProblem("", "must be a mapping of campaign fields"),))
     raw.setdefault("id", path.stem)
-    if only_id is not None and raw.get("id") != only_id:
+    # An unusable id's placeholder DAG goes by the file name (_safe_id): Airflow may ask for that.
+    if only_id is not None and only_id not in (raw.get("id"), _safe_id(raw, path)):
         return None
     merged = deep_merge(defaults, raw)
     missing_files = check_references(merged, paths, node)
     try:
         config = CampaignConfig.model_validate(merged)
     except ValidationError as exc:
-        problems = [_problem_from_pydantic(err, node) for err in exc.errors()]
+        unique: dict[tuple[str, int | None], ConfigProblem] = {}
+        for err in exc.errors():
+            # One problem per field: the members of a union each fail on the same value.
+            problem = _problem_from_pydantic(err, node)
+            unique.setdefault((problem.field, problem.line), problem)
+        problems = list(unique.values())
         return ConfigError(path, _safe_id(raw, path), tuple(problems + missing_files))
     if missing_files:
         return ConfigError(path, config.id, tuple(missing_files))
     return config
+
+
+def _bad_timestamp(text: str, exc: ValueError) -> ConfigProblem:
+    """The field and line of the unquoted date or time that YAML could not build."""
+    constructor = yaml.constructor.SafeConstructor()
+    stack: list[tuple[tuple[Any, ...], yaml.Node]] = [((), yaml.compose(text, Loader=_SafeLoader))]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(((*loc, key.value), value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(((*loc, index), item) for index, item in enumerate(node.value))
+        elif node is not None and node.tag == "tag:yaml.org,2002:timestamp":
+            try:
+                constructor.construct_yaml_timestamp(node)
+            except ValueError as bad:
+                return ConfigProblem(_format_loc(loc), f"{node.value!r} is not a valid date or time: {bad}",
+                                     node.start_mark.line + 1)
+    return ConfigProblem("", f"not valid YAML: {exc}")
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers in errors) and its data, from one parse."""
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node | None = None) -> list[ConfigProblem]:
@@ -192,7 +238,9 @@ def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node |
             )
     steps = raw.get("steps")
     for index, step in enumerate(steps if isinstance(steps, list) else []):
-        if not isinstance(step, dict) or step.get("channel") not in CHANNELS or not isinstance(step.get("template"), str):
+        channel = step.get("channel") if isinstance(step, dict) else None
+        # Any YAML value can be here (a list is unhashable): the model reports wrong types.
+        if not isinstance(channel, str) or channel not in CHANNELS or not isinstance(step.get("template"), str):
             continue
         folder = paths.templates / step["template"]
         missing = [part for part in CHANNELS[step["channel"]].template_parts if not (folder / part).is_file()]
@@ -213,7 +261,7 @@ def _read_defaults(config_dir: Path) -> tuple[dict[str, Any], ConfigError | None
         return {}, None
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         return {}, ConfigError(path, "_defaults", (ConfigProblem("", f"not valid YAML: {exc}"),))
     if not isinstance(data, dict):
         return {}, ConfigError(path, "_defaults", (ConfigProblem("", "must be a mapping of campaign fields"),))
@@ -236,17 +284,20 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def _fallback_id(path: Path) -> str:
-    return path.stem.lower().replace("-", "_")
+    """The file name made a valid DAG id: the invalid-config placeholder DAG needs one
+    (Airflow refuses ``Hello World``, and raising here would hide every campaign)."""
+    name = re.sub(r"[^a-z0-9_]", "_", path.stem.lower())
+    return (name if name[:1].isalpha() else f"campaign_{name}")[:63]
 
 
 def _safe_id(raw: dict[str, Any], path: Path) -> str:
     value = raw.get("id")
-    return value if isinstance(value, str) and value else _fallback_id(path)
+    return value if isinstance(value, str) and re.match(IDENTIFIER, value) else _fallback_id(path)
 
 
 def _problem_from_pydantic(err: dict[str, Any], node: yaml.Node | None) -> ConfigProblem:
     raw_loc = tuple(err["loc"])
-    loc = _strip_union_tags(raw_loc)
+    loc = _within_file(_strip_union_tags(raw_loc), node)
     field_path = _format_loc(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
@@ -258,14 +309,50 @@ def _problem_from_pydantic(err: dict[str, Any], node: yaml.Node | None) -> Confi
     elif err["type"] == "union_tag_invalid":
         ctx = err.get("ctx", {})
         discriminator = str(ctx.get("discriminator", "tag")).strip("'")
+        if discriminator == "_step_kind()":  # steps are told apart by channel (or a wait key)
+            discriminator = "channel"
         loc = (*loc, discriminator)
         field_path = _format_loc(loc)
         message = f"unknown {discriminator} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
+    elif err["type"] == "union_tag_not_found" and "_step_kind" in str(err.get("ctx", {}).get("discriminator")):
+        loc = (*loc, "channel")
+        field_path = _format_loc(loc)
+        message = (
+            "a step needs a channel (email, sms, push, direct_mail, webhook), or is a wait: "
+            "{id: ..., wait: 2d, after: ...}"
+        )
     elif err["type"] == "missing":
         message = "required field is missing"
     elif "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], (dict, list)):
         message += f" (got {err['input']!r})"
+    elif err["type"] == "value_error" and not loc:
+        # A check across fields names its field first ("steps[2].after: unknown step ..."):
+        # report it at that field, and at its line.
+        named = _NAMED_FIELD.match(message)
+        if named:
+            loc = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[a-z_][a-z0-9_]*|\d+", named.group(1)))
+            field_path, message = named.group(1), message[named.end():]
     return ConfigProblem(field_path, message, _line_of(node, loc))
+
+
+_NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_]*(?:\[\d+\])?(?:\.[a-z_][a-z0-9_]*(?:\[\d+\])?)*): ")
+
+
+def _within_file(loc: tuple[Any, ...], node: yaml.Node | None) -> tuple[Any, ...]:
+    """Cut the path where the file has a plain value (or a list, and the path goes on with a
+    name): what pydantic adds past it names the union members it tried
+    (``valid.start.datetime``, ``valid.start.date``), not fields."""
+    current = node
+    for index, part in enumerate(loc):
+        if isinstance(current, yaml.ScalarNode) or (isinstance(current, yaml.SequenceNode) and isinstance(part, str)):
+            return loc[:index] if index else loc  # an empty document (``~``) is no mapping to cut
+        if isinstance(current, yaml.MappingNode):
+            current = next((value for key, value in current.value if key.value == part), None)
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
+            current = current.value[part]
+        else:
+            break
+    return loc
 
 
 def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -273,9 +360,12 @@ def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     from campaign_orchestrator.channels.registry import CHANNELS
 
     out: list[Any] = []
-    for part in loc:
-        if out and isinstance(out[-1], int) and part in CHANNELS:
-            continue
+    for i, part in enumerate(loc):
+        before = loc[i - 1] if i else None
+        if isinstance(before, int) and (part in CHANNELS or part == "wait"):
+            continue  # the kind of a step
+        if before == "wait" and part in ("duration", "until") and i >= 2 and loc[i - 2] == "wait":
+            continue  # the kind of a wait (steps.1.wait.wait.until.until is steps[1].wait.until)
         out.append(part)
     return tuple(out)
 

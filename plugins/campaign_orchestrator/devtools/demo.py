@@ -25,7 +25,7 @@ from pathlib import Path
 
 from campaign_orchestrator.paths import ProjectPaths
 
-DEMO_CAMPAIGNS = ("winter_sale", "upcoming_trip_reminder")
+DEMO_CAMPAIGNS = ("winter_sale", "upcoming_trip_reminder", "low_stock_alert")
 
 
 def main(argv: list[str] | None = None) -> int:

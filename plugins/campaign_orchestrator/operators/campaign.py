@@ -127,7 +127,7 @@ class PrepareRunOperator(CampaignOperator):
     @staticmethod
     def _check_unsubscribe(config: CampaignConfig) -> None:
         """Marketing email needs its signed unsubscribe link: fail the run now, not each message."""
-        if not any(s.channel == "email" and s.purpose == "marketing" for s in config.steps):
+        if not any(s.channel == "email" and s.purpose == "marketing" for s in config.message_steps):
             return
         from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, load_settings
 
@@ -146,7 +146,7 @@ class PrepareRunOperator(CampaignOperator):
             raise AirflowFailException("proof_to needs proof_profile_id: whose data personalizes the proof")
         failed = []
         with self.connect() as conn:
-            for step in config.steps:
+            for step in config.message_steps:
                 if step.channel == "direct_mail":
                     log.info("Step %s: direct mail has no proof send", step.id)
                     continue
@@ -239,12 +239,26 @@ class PlanBatchesOperator(CampaignOperator):
                 (self.run_key(conn, context), self.step_id),
             ).fetchone()
         sendable = int(row[0]) if row else 0
-        batches = plan_batches(sendable, self.campaign.batch_size)
+        max_batches = _max_map_length()
+        batches = plan_batches(sendable, self.campaign.batch_size, max_batches)
         if not batches:
             log.info("Nothing to send for step %s: the send tasks are skipped", self.step_id)
-        else:
-            log.info("%s messages in %s batches of up to %s", f"{sendable:,}", len(batches), self.campaign.batch_size)
+            return batches
+        largest = batches[0]["size"]
+        log.info("%s messages in %s batches of up to %s", f"{sendable:,}", len(batches), f"{largest:,}")
+        if largest > self.campaign.batch_size:
+            log.warning(
+                "batch_size %s would make more than %s mapped send tasks (Airflow's core.max_map_length): "
+                "batches hold up to %s messages instead", self.campaign.batch_size, max_batches, largest,
+            )
         return batches
+
+
+def _max_map_length() -> int:
+    """How many mapped task instances Airflow expands at most (``[core] max_map_length``)."""
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 class SendBatchOperator(CampaignOperator):
@@ -260,6 +274,7 @@ class SendBatchOperator(CampaignOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from campaign_orchestrator.channels.factory import build_channel
         from campaign_orchestrator.channels.registry import effective_connection_id
+        from campaign_orchestrator.run.enrichment import EnrichmentError, step_enrichment
         from campaign_orchestrator.run.send import Batch, BatchSender, CircuitBreakerOpen, SendPolicy
         from campaign_orchestrator.run.throttle import NoLimit, build_limiter
 
@@ -268,13 +283,17 @@ class SendBatchOperator(CampaignOperator):
         batch = Batch.from_xcom(self.batch)
         with self.connect() as conn:
             run_key = self.run_key(conn, context)
-            started_at = conn.execute("SELECT started_at FROM campaign.run WHERE run_key = %s", (run_key,)).fetchone()[0]
+            window_opened_at = self._window_opened_at(conn, run_key, config, step)
         policy = SendPolicy(
-            deadline=started_at + config.send_window if config.send_window else None,
+            deadline=window_opened_at + config.send_window if config.send_window else None,
             max_error_rate=config.guardrails.max_error_rate,
             min_messages=config.guardrails.error_rate_min_messages,
         )
         renderer, open_sender = build_channel(step, config, run_key, self.paths)
+        try:
+            enrichment = step_enrichment(config, step, renderer.template_fields, self.paths)
+        except EnrichmentError as exc:
+            raise AirflowFailException(str(exc)) from exc
         dry_run = bool((context.get("params") or {}).get("dry_run"))
         if dry_run:
             from campaign_orchestrator.channels.dry_run import FileSender, dry_run_folder
@@ -298,6 +317,7 @@ class SendBatchOperator(CampaignOperator):
             on_uncertain=config.on_uncertain, limiter=limiter, policy=policy, dry_run=dry_run,
             frequency_caps=() if dry_run else policies.frequency_caps,
             quiet_hours=() if dry_run else policies.quiet_rules(step.channel),
+            enrichment=enrichment,
         )
         log.info("Sending %s of step %s", batch.label(), step.id)
         started = time.monotonic()
@@ -315,20 +335,43 @@ class SendBatchOperator(CampaignOperator):
 
         emit_batch(config.id, step.id, step.channel, stats, time.monotonic() - started)
         if stats.deferred:
-            # Quiet hours in some recipients' time zones: free the worker slot and come back.
+            # Quiet hours in some recipients' time zones, or their own send times still ahead:
+            # free the worker slot and come back.
             from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
             wake = datetime.now(timezone.utc) + QUIET_HOURS_RECHECK
+            if stats.resume_at is not None:
+                wake = min(wake, stats.resume_at)
             if policy.deadline is not None:
                 wake = min(wake, policy.deadline)
-            log.info("%s: %d messages wait for quiet hours to end; deferring until %s", batch.label(),
-                     stats.deferred, wake)
+            log.info("%s: %d messages wait for quiet hours to end or for their send time; deferring until %s",
+                     batch.label(), stats.deferred, wake)
             self.defer(trigger=DateTimeTrigger(moment=wake), method_name="resume_after_quiet_hours")
         log.info("%s done: %s", batch.label(), stats.as_dict())
         return stats.as_dict()
 
     def resume_after_quiet_hours(self, context: Context, event: Any = None) -> dict[str, Any]:
         return self.execute(context)
+
+    @staticmethod
+    def _window_opened_at(conn: psycopg.Connection, run_key: int, config: CampaignConfig, step: Any) -> datetime:
+        """When the step's send window opens: when it was targeted (the run's start for a
+        first step; after the waits for a later one), plus up to a day (scaled like the wait)
+        when each recipient's own time of day times it."""
+        from campaign_orchestrator.run.journey import timing_wait
+
+        wait = timing_wait(config, step)
+        return conn.execute(
+            """
+            SELECT greatest(r.started_at, coalesce(rs.filtered_at, r.started_at))
+                   + coalesce((SELECT interval '1 day' * w.time_scale FROM campaign.run_wait w
+                               WHERE w.run_key = r.run_key AND w.step_id = %(wait)s), interval '0')
+            FROM campaign.run r
+            LEFT JOIN campaign.run_step rs ON rs.run_key = r.run_key AND rs.step_id = %(step)s
+            WHERE r.run_key = %(run_key)s
+            """,
+            {"run_key": run_key, "step": step.id, "wait": wait.id if wait else None},
+        ).fetchone()[0]
 
 
     def _policies(self):
@@ -365,12 +408,14 @@ class FinalizeRunOperator(CampaignOperator):
             targeted_steps = {
                 r[0] for r in conn.execute("SELECT step_id FROM campaign.run_step WHERE run_key = %s", (run_key,))
             }
-            reports = compute_report(conn, run_key, [(s.id, s.channel) for s in config.steps])
+            reports = compute_report(conn, run_key, [(s.id, s.channel) for s in config.message_steps])
             store_report(conn, run_key, reports)
             problems = []
             if run[0] is None:
                 problems.append("the audience was never evaluated (see the evaluate_audience task)")
-            problems += [f"step {s.id} was never targeted" for s in config.steps if s.id not in targeted_steps]
+            problems += [
+                f"step {s.id} was never targeted" for s in config.message_steps if s.id not in targeted_steps
+            ]
             problems += [
                 f"step {r.step_id}: {r.pending:,} messages still pending after all send attempts"
                 for r in reports
@@ -387,9 +432,54 @@ class FinalizeRunOperator(CampaignOperator):
             finish_run(conn, run_key, succeeded=not problems)
         emit_report(config.id, reports)
         log.info("Run report\n%s", format_report(config.id, int(run[1]), reports))
+        from campaign_orchestrator.config.journey import is_journey
+
+        if is_journey(config):
+            from campaign_orchestrator.run.funnel import compute_funnel, format_funnel
+
+            with self.connect() as conn:
+                log.info("Funnel per step\n%s", format_funnel(compute_funnel(conn, run_key, config)))
         if problems:
             raise AirflowFailException("The run did not complete: " + "; ".join(problems))
         return {"audience_size": int(run[1]), "steps": [r.as_dict() for r in reports]}
+
+
+class WaitStepOperator(CampaignOperator):
+    """A wait between steps: records when the branch reached it, then defers until it is due.
+
+    Deferred, the wait holds no worker slot, however many days it lasts; the triggerer wakes
+    it. The due time is stored with the run on first entry, so a retried or cleared wait
+    keeps it. The trigger form's ``time_scale`` multiplies the wait (0.001 turns two days
+    into under three minutes) for tests and rehearsals.
+    """
+
+    ui_color = "#fdf3d8"
+
+    def __init__(self, *, step_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_id = step_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from campaign_orchestrator.run.journey import enter_wait
+
+        wait = self.campaign.step(self.step_id)
+        scale = (context.get("params") or {}).get("time_scale")
+        scale = 1.0 if scale is None else float(scale)
+        if scale < 0:
+            raise AirflowFailException(f"time_scale must be 0 or more, not {scale}")
+        with self.connect() as conn:
+            entered, due = enter_wait(conn, self.run_key(conn, context), wait, scale)
+        now = datetime.now(timezone.utc)
+        if due > now:
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            log.info("Wait %s: entered %s, due %s (time_scale %g); deferring", wait.id, entered, due, scale)
+            self.defer(trigger=DateTimeTrigger(moment=due), method_name="execute_complete")
+        return self.execute_complete(context)
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        log.info("Wait %s is over; the steps after it go on", self.step_id)
+        return {"waited": self.step_id}
 
 
 class ConfigErrorOperator(BaseOperator):
@@ -413,4 +503,5 @@ __all__ = [
     "PrepareRunOperator",
     "SendBatchOperator",
     "TargetStepOperator",
+    "WaitStepOperator",
 ]

@@ -16,6 +16,8 @@ from campaign_orchestrator.audience.compile import AudienceQuery, read_sql
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
+    from campaign_orchestrator.audience.catalog import Catalog
+    from campaign_orchestrator.audience.split import SegmentRule
     from campaign_orchestrator.config.models import Holdout, Split
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,16 @@ def evaluate_audience(
     max_audience: int | None,
     holdout: Holdout | None = None,
     split: Split | None = None,
+    catalog: Catalog | None = None,
 ) -> AudienceResult:
     """Insert the audience into ``campaign.audience_member`` once per run.
 
     ``source`` is a SQL file (with ``params``) or a compiled :class:`AudienceQuery`. A run
     whose audience was already evaluated (a retried or cleared task) keeps its snapshot:
-    the members a run started with are the members it finishes with.
+    the members a run started with are the members it finishes with. A split by rules is
+    drawn from a temporary draft of the audience before the snapshot is frozen, in the same
+    transaction (``catalog`` resolves its linked-entity conditions; the project's
+    include/entities.yaml by default).
     """
     row = conn.execute(
         "SELECT evaluated_at, audience_size FROM campaign.run WHERE run_key = %s", (run_key,)
@@ -83,8 +89,18 @@ def evaluate_audience(
     check_params(audience_query.text, audience_query.params, label)
     audience = sql.SQL("\n" + audience_query.text + "\n")  # type: ignore[arg-type]  # the campaign's own SQL
     draw_params, held_out, segment = _draw(holdout, split)
+    rules = split_rules(split, catalog)
     try:
         with conn.transaction():
+            # One evaluation of a run at a time (a retry beside a zombie attempt): the second
+            # waits here, then finds the snapshot frozen. NO KEY: the snapshot's foreign-key
+            # checks on this row are not blocked.
+            frozen = conn.execute(
+                "SELECT evaluated_at, audience_size FROM campaign.run WHERE run_key = %s FOR NO KEY UPDATE",
+                (run_key,),
+            ).fetchone()
+            if frozen and frozen[0] is not None:
+                return AudienceResult(int(frozen[1]), frozen_earlier=True)
             columns = probe_audience_columns(conn, audience_query.text, audience_query.params, audience_query)
             if "profile_id" not in columns:
                 raise AudienceError(
@@ -93,10 +109,15 @@ def evaluate_audience(
             entity_key = (
                 sql.SQL("coalesce(audience.entity_key::text, '')") if "entity_key" in columns else sql.Literal("")
             )
-            statement = query(
-                "evaluate_audience", audience=audience, entity_key=entity_key, held_out=held_out, segment=segment
-            )
-            conn.execute(statement, {**audience_query.params, **draw_params, "run_key": run_key})
+            if rules:
+                draft = query("split_draft", audience=audience, entity_key=entity_key, held_out=held_out)
+                conn.execute(draft, {**audience_query.params, **draw_params})
+                _split_by_rules(conn, run_key, rules)
+            else:
+                statement = query(
+                    "evaluate_audience", audience=audience, entity_key=entity_key, held_out=held_out, segment=segment
+                )
+                conn.execute(statement, {**audience_query.params, **draw_params, "run_key": run_key})
             size = conn.execute(
                 "SELECT count(*) FROM campaign.audience_member WHERE run_key = %s", (run_key,)
             ).fetchone()[0]
@@ -113,12 +134,17 @@ def evaluate_audience(
                 (size, run_key),
             )
     except psycopg.Error as exc:
-        diag = exc.diag
-        raise AudienceError(
-            f"{label}: PostgreSQL rejected the audience SQL: {diag.message_primary or exc}"
-            + (f" (hint: {diag.message_hint})" if diag.message_hint else "")
-        ) from exc
+        raise rejected(label, exc) from exc
     return AudienceResult(int(size), frozen_earlier=False)
+
+
+def rejected(label: str, exc: psycopg.Error) -> AudienceError:
+    """The error for audience SQL PostgreSQL refused, with its message and hint."""
+    diag = exc.diag
+    return AudienceError(
+        f"{label}: PostgreSQL rejected the audience SQL: {diag.message_primary or exc}"
+        + (f" (hint: {diag.message_hint})" if diag.message_hint else "")
+    )
 
 
 def _bucket(expression: str, seed_param: str) -> str:
@@ -135,7 +161,7 @@ def _draw(holdout: Holdout | None, split: Split | None) -> tuple[dict[str, Any],
     if holdout is not None:
         params |= {"holdout_seed": seed_of(holdout.salt), "holdout_bp": round(holdout.percent * 100)}
         held_out = sql.SQL(_bucket("audience.profile_id", "holdout_seed") + " < %(holdout_bp)s")  # type: ignore[arg-type]
-    if split is not None:
+    if split is not None and split.segments is not None:
         params["split_seed"] = seed_of(split.salt)
         bucket = _bucket("member.profile_id", "split_seed")
         cases, bound = [], 0.0
@@ -146,6 +172,68 @@ def _draw(holdout: Holdout | None, split: Split | None) -> tuple[dict[str, Any],
                 sql.SQL(bucket), sql.Literal(round(bound * 100)), sql.Literal(name)))  # type: ignore[arg-type]
         segment = sql.SQL("CASE {} ELSE {} END").format(sql.SQL(" ").join(cases), sql.Literal(names[-1]))
     return params, held_out, segment
+
+
+def split_rules(split: Split | None, catalog: Catalog | None = None) -> list[SegmentRule]:
+    """The compiled rules of a split by rules (none for percentages or no split)."""
+    if split is None or not split.rules:
+        return []
+    from campaign_orchestrator.audience.split import compile_split_rules
+
+    if catalog is None:
+        from campaign_orchestrator.audience.catalog import load_catalog
+        from campaign_orchestrator.paths import ProjectPaths
+
+        catalog = load_catalog(ProjectPaths.discover().root / "include" / "entities.yaml")
+    return compile_split_rules(split, catalog)
+
+
+def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentRule]) -> None:
+    """From the draft (split_draft.sql): one statement per rule, in order, then the snapshot."""
+    conn.execute(query("split_prepare"))
+    # A last catch-all rule takes whoever is left: the freeze gives it to them directly.
+    otherwise = rules[-1].segment if rules[-1].catch_all else None
+    for index, rule in enumerate(rules[:-1] if otherwise else rules):
+        try:
+            with conn.transaction():
+                chosen = sql.SQL(rule.chosen)  # type: ignore[arg-type]  # compiled by audience/split.py
+                conn.execute(query("split_rule", chosen=chosen), {**rule.params, "segment": rule.segment})
+        except psycopg.Error as exc:
+            raise AudienceError(
+                f"audience.split.rules[{index}] (segment {rule.segment}): PostgreSQL rejected the rule: "
+                f"{exc.diag.message_primary or exc}"
+            ) from exc
+    conn.execute(query("split_freeze"), {"run_key": run_key, "otherwise": otherwise})
+    counts = dict(conn.execute("SELECT segment, count(*) FROM split_segment GROUP BY segment").fetchall())
+    left = conn.execute("SELECT count(*) FROM split_candidate").fetchone()[0] - sum(counts.values())
+    conn.execute("DROP TABLE audience_draft, split_candidate, split_segment")
+    if otherwise:
+        counts[otherwise] = left
+    log.info(
+        "Split by rules (profiles): %s",
+        ", ".join(f"{rule.segment} {counts.get(rule.segment, 0):,}" for rule in rules)
+        + ("" if otherwise else f", no segment {left:,} (no rule took them; only steps without a segment reach them)"),
+    )
+
+
+def probe_split_rules(conn: psycopg.Connection, rules: list[SegmentRule]) -> None:
+    """Plan each rule against empty stand-ins of the draft (no rows read, nothing kept), so
+    an unknown column or a type mismatch is reported with the rule that has it."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "CREATE TEMPORARY TABLE split_candidate (profile_id bigint) ON COMMIT DROP;"
+            "CREATE TEMPORARY TABLE split_segment (profile_id bigint, segment text) ON COMMIT DROP"
+        )
+        for index, rule in enumerate(rules):
+            probe = sql.SQL("SELECT * FROM ({}) AS probe LIMIT 0").format(sql.SQL(rule.chosen))  # type: ignore[arg-type]
+            try:
+                with conn.transaction():
+                    conn.execute(probe, rule.params)
+            except psycopg.Error as exc:
+                raise AudienceError(
+                    f"audience.split.rules[{index}] (segment {rule.segment}): PostgreSQL rejected the rule: "
+                    f"{exc.diag.message_primary or exc}"
+                ) from exc
 
 
 _PROBE_PREFIX = "SELECT * FROM ("

@@ -9,25 +9,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import TemplateCheckError, check_templates, template_environment
+from campaign_orchestrator.channels.templating import TemplateCheckError, check_template_fields, template_environment
 from campaign_orchestrator.run.audience import AudienceError, read_audience_sql, referenced_params
 
 if TYPE_CHECKING:
     import psycopg
 
+    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.config.models import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
+    from campaign_orchestrator.run.enrichment import Enrichment
 
 
 def template_fields_by_step(config: CampaignConfig, paths: ProjectPaths) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """Profile fields each step's templates read, and the problems found on the way."""
+    fields, problems = template_fields_of_steps(config, paths)
+    return {step_id: read.profile for step_id, read in fields.items()}, problems
+
+
+def template_fields_of_steps(
+    config: CampaignConfig, paths: ProjectPaths
+) -> tuple[dict[str, TemplateFields], list[str]]:
+    """What each step's templates read (profile fields, entity paths), and the problems found."""
     env = template_environment(paths.templates)
-    fields: dict[str, tuple[str, ...]] = {}
+    fields: dict[str, TemplateFields] = {}
     problems: list[str] = []
     for index, step in enumerate(config.steps):
+        if step.channel == "wait":
+            continue
         names = [f"{step.template}/{part}" for part in template_parts(step.channel)]
         try:
-            fields[step.id] = check_templates(env, names)
+            fields[step.id] = check_template_fields(env, names)
         except TemplateCheckError as exc:
             problems.append(f"steps[{index}].template: {exc}")
         except OSError as exc:  # a missing file: the loader reports it with the field path
@@ -36,7 +48,45 @@ def template_fields_by_step(config: CampaignConfig, paths: ProjectPaths) -> tupl
 
 
 def check_campaign_templates(config: CampaignConfig, paths: ProjectPaths) -> list[str]:
-    return template_fields_by_step(config, paths)[1]
+    fields, problems = template_fields_of_steps(config, paths)
+    return problems + step_enrichments(config, paths, fields)[1]
+
+
+def step_enrichments(
+    config: CampaignConfig, paths: ProjectPaths, fields: dict[str, TemplateFields]
+) -> tuple[dict[str, tuple[int, Enrichment]], list[str]]:
+    """The entity fetch of each step whose templates use ``entity`` or ``entities`` (by step
+    id, with the step's index), and the problems that stop one: checked against the entity
+    catalog, without the store."""
+    from campaign_orchestrator.audience.catalog import load_catalog
+    from campaign_orchestrator.run.enrichment import EnrichmentError, enrichment_for
+
+    audience = config.audience
+    if audience.entity is None and not any(f.uses_entity or f.uses_entities for f in fields.values()):
+        return {}, []
+    catalog_path = paths.root / "include" / "entities.yaml"
+    try:
+        catalog = load_catalog(catalog_path)
+    except (OSError, ValueError) as exc:
+        return {}, [f"{catalog_path}: {exc}"]
+    if audience.entity is not None and audience.entity not in catalog.entities:
+        return {}, [
+            f"audience.entity: unknown entity {audience.entity!r}; {catalog_path.name} has "
+            f"{', '.join(sorted(catalog.entities))}"
+        ]
+    plans: dict[str, tuple[int, Enrichment]] = {}
+    problems: list[str] = []
+    for index, step in enumerate(config.steps):
+        if step.id not in fields:
+            continue
+        try:
+            enrichment = enrichment_for(config, step, fields[step.id], catalog)
+        except EnrichmentError as exc:
+            problems.append(str(exc))
+            continue
+        if enrichment is not None:
+            plans[step.id] = (index, enrichment)
+    return plans, problems
 
 
 def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str]:
@@ -54,7 +104,30 @@ def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str
             compile_audience(config, paths)
         except (AudienceCompileError, KeyError, ValueError, OSError) as exc:
             problems.append(str(exc))
+    if audience.split is not None and audience.split.rules:
+        from campaign_orchestrator.audience.catalog import load_catalog
+        from campaign_orchestrator.run.audience import split_rules
+
+        try:
+            split_rules(audience.split, load_catalog(paths.root / "include" / "entities.yaml"))
+        except (ValueError, OSError) as exc:  # AudienceCompileError is a ValueError
+            problems.append(str(exc))
     return problems
+
+
+def check_split_rules_in_store(conn: psycopg.Connection, config: CampaignConfig, paths: ProjectPaths) -> list[str]:
+    """Plan each split rule in the store (no rows read): unknown profile columns fail here."""
+    from campaign_orchestrator.audience.catalog import load_catalog
+    from campaign_orchestrator.run.audience import probe_split_rules, split_rules
+
+    try:
+        rules = split_rules(config.audience.split, load_catalog(paths.root / "include" / "entities.yaml"))
+        probe_split_rules(conn, rules)
+    except AudienceError as exc:
+        return [str(exc)]
+    except (ValueError, OSError):
+        return []  # reported by check_campaign_deep
+    return []
 
 
 def _check_sql_params(where: str, sql_path, params: dict, paths: ProjectPaths) -> list[str]:
@@ -89,12 +162,17 @@ def check_campaign_in_store(conn: psycopg.Connection, config: CampaignConfig, pa
             problems.append(f"audience: {compiled.label} must return a profile_id column; it returns {', '.join(columns)}")
     except (AudienceCompileError, AudienceError) as exc:
         problems.append(f"audience: {exc}")
+    problems += check_split_rules_in_store(conn, config, paths)
     problems += check_profile_fields(conn, config, paths)
     return problems
 
 
 def check_profile_fields(conn: psycopg.Connection, config: CampaignConfig, paths: ProjectPaths) -> list[str]:
-    fields, _ = template_fields_by_step(config, paths)
+    """Profile fields and entity fields the templates read must exist in the store."""
+    from campaign_orchestrator.run.enrichment import check_enrichment_in_store
+
+    read, _ = template_fields_of_steps(config, paths)
+    fields = {step_id: r.profile for step_id, r in read.items()}
     columns = {
         row[0]
         for row in conn.execute(
@@ -103,6 +181,8 @@ def check_profile_fields(conn: psycopg.Connection, config: CampaignConfig, paths
     }
     problems = []
     for index, step in enumerate(config.steps):
+        if step.channel == "wait":
+            continue
         unknown_fields = sorted(set(getattr(step, "fields", ())) - columns) if step.channel == "direct_mail" else []
         if unknown_fields:
             problems.append(
@@ -115,4 +195,6 @@ def check_profile_fields(conn: psycopg.Connection, config: CampaignConfig, paths
                 f"steps[{index}].template: {step.template} uses profile.{', profile.'.join(unknown)}, "
                 f"which crm.profile does not have; columns: {', '.join(sorted(columns))}"
             )
+    for index, enrichment in step_enrichments(config, paths, read)[0].values():
+        problems += check_enrichment_in_store(conn, enrichment, index, config.steps[index].template)
     return problems

@@ -117,15 +117,24 @@ def apply_frequency_caps(
         used = dict(
             conn.execute(
                 """
-                SELECT m.profile_id, count(*) FROM campaign.message m
-                WHERE m.profile_id = ANY(%(profiles)s) AND m.channel = %(channel)s
-                  AND (%(purpose)s::text IS NULL OR m.purpose = %(purpose)s)
-                  AND m.status IN ('sent', 'sending')
-                  AND coalesce(m.sent_at, m.claimed_at) >= now() - %(per)s::interval
-                  AND NOT (m.run_key = %(run_key)s AND m.step_id = %(step_id)s AND m.status = 'sending'
-                           AND (m.profile_id, m.entity_key) IN (
-                               SELECT * FROM unnest(%(chunk_profiles)s::bigint[], %(chunk_entities)s::text[])))
-                GROUP BY m.profile_id
+                -- Two halves, each on its own partial index: the history of sent messages
+                -- (message_history_idx) and what is in flight now (message_in_flight_idx).
+                SELECT profile_id, count(*) FROM (
+                    SELECT m.profile_id FROM campaign.message m
+                    WHERE m.status = 'sent' AND m.profile_id = ANY(%(profiles)s) AND m.channel = %(channel)s
+                      AND (%(purpose)s::text IS NULL OR m.purpose = %(purpose)s)
+                      AND m.sent_at >= now() - %(per)s::interval
+                    UNION ALL
+                    SELECT m.profile_id FROM campaign.message m
+                    WHERE m.status = 'sending' AND m.profile_id = ANY(%(profiles)s) AND m.channel = %(channel)s
+                      AND (%(purpose)s::text IS NULL OR m.purpose = %(purpose)s)
+                      AND m.claimed_at >= now() - %(per)s::interval
+                      -- The chunk being checked does not count against itself.
+                      AND NOT (m.run_key = %(run_key)s AND m.step_id = %(step_id)s
+                               AND (m.profile_id, m.entity_key) IN (
+                                   SELECT * FROM unnest(%(chunk_profiles)s::bigint[], %(chunk_entities)s::text[])))
+                ) AS used
+                GROUP BY profile_id
                 """,
                 {
                     "profiles": profiles,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from campaign_orchestrator.audience.compile import compile_audience
+from campaign_orchestrator.config.journey import in_flow_order
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run
 from campaign_orchestrator.run.targeting import plan_batches, target_step
@@ -79,7 +80,11 @@ def preview_campaign(
             conn, run_key, compiled, None, None, config.audience.holdout, config.audience.split
         )
         preview = Preview(config.id, audience.size, time.perf_counter() - started, config.guardrails.max_audience)
-        for step in config.steps:
+        # A later step of a journey targets who came through the steps before it, so they go
+        # first; its conditions see no opens, clicks or sends yet (a run's first moments).
+        for step in in_flow_order(config):
+            if step.channel == "wait":
+                continue
             started = time.perf_counter()
             result = target_step(conn, run_key, config, step)
             preview.steps.append(
@@ -117,6 +122,7 @@ def render_for_profile(
 ) -> RenderedMessage:
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.factory import build_channel
+    from campaign_orchestrator.run.enrichment import step_enrichment
 
     with conn.transaction(force_rollback=True):
         run_key = register_run(conn, config.id, f"render__{uuid.uuid4().hex}", None, {})
@@ -144,5 +150,9 @@ def render_for_profile(
             sql.SQL("SELECT {} FROM crm.profile WHERE profile_id = %s").format(columns), (profile_id,)
         ).fetchone()
         profile = dict(zip(fields, values)) if fields else {}
-        outbound = renderer.render(Recipient(profile_id, entity_key, address, profile))
+        recipient = Recipient(profile_id, entity_key, address, profile)
+        enrichment = step_enrichment(config, step, renderer.template_fields, paths)
+        if enrichment is not None and enrichment.attach(conn, run_key, [recipient]):
+            return RenderedMessage(f"entity_not_found: its {enrichment.plan.entity} {entity_key} no longer exists")
+        outbound = renderer.render(recipient)
     return RenderedMessage(payload=outbound.payload)

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from campaign_orchestrator.channels.base import Outcome, Recipient
 from campaign_orchestrator.channels.factory import build_channel
+from campaign_orchestrator.run.enrichment import EnrichmentError, step_enrichment
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,9 +49,18 @@ def send_proof(
     if row is None:
         raise ProofError(f"no profile {profile_id} in crm.profile")
     profile = dict(zip(fields, row)) if fields else {}
-    outbound = [
-        renderer.render(Recipient(profile_id, f"proof:{address}", address, profile)) for address in seed_addresses
-    ]
+    recipients = [Recipient(profile_id, f"proof:{address}", address, profile) for address in seed_addresses]
+    try:
+        enrichment = step_enrichment(config, step, renderer.template_fields, paths)
+        if enrichment is not None:
+            enrichment.attach_for_proof(conn, profile_id, recipients)
+    except EnrichmentError as exc:
+        raise ProofError(str(exc)) from exc
+    if enrichment is not None and enrichment.per == "entity" and recipients[0].entity is None:
+        raise ProofError(
+            f"profile {profile_id} has no {enrichment.plan.entity} to fill entity with; choose a profile that has one"
+        )
+    outbound = [renderer.render(recipient) for recipient in recipients]
     with open_sender() as sender:
         outcomes = sender.send(outbound)
     return list(zip(seed_addresses, outcomes))

@@ -12,7 +12,9 @@ The protocol, per batch (a seq range of one step of one run):
 4. Render and send the chunk over the batch's single provider session.
 5. Record every outcome in one statement; rows the provider did not take go back to
    ``pending``. Repeat from 3. Any ``retry`` outcome ends the batch with
-   :class:`TransientSendError` so Airflow retries the task after its delay.
+   :class:`TransientSendError` so Airflow retries the task after its delay. If the store
+   goes away during this write (a restart), the outcomes are written on a new connection
+   once it is back, and the batch ends the same way.
 
 So a retried, cleared or re-run batch never resends a ``sent`` row and never skips a
 ``pending`` one. The only window is a hard kill (SIGKILL, power loss) between the provider
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from campaign_orchestrator.channels.base import (
@@ -51,9 +54,8 @@ from campaign_orchestrator.sqlfiles import query
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import psycopg
-
     from campaign_orchestrator.config.models import Step
+    from campaign_orchestrator.run.enrichment import Enrichment
     from campaign_orchestrator.run.policies import FrequencyCap, QuietHours
     from campaign_orchestrator.run.throttle import RateLimiter
 
@@ -89,7 +91,12 @@ def batch_lock(lock_conn: psycopg.Connection, key: int) -> Iterator[None]:
     try:
         yield
     finally:
-        lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        try:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except psycopg.OperationalError:
+            # The session is gone (the store restarted) and the lock with it; raising here
+            # would hide the error that ended the batch.
+            pass
 
 
 class CircuitBreakerOpen(RuntimeError):
@@ -106,6 +113,9 @@ class SendPolicy:
     throttle_backoffs: int = 4
     """Times a batch backs off in place when the provider throttles, before failing the task."""
     backoff_base_s: float = 1.0
+    store_reconnect_s: float = 60.0
+    """How long a batch whose store connection broke while recording a chunk's outcomes
+    keeps trying to record them on a new connection (a store restart or failover)."""
 
 
 class BatchSender:
@@ -126,6 +136,7 @@ class BatchSender:
         frequency_caps: Sequence[FrequencyCap] = (),
         quiet_hours: Sequence[QuietHours] = (),
         clock: Callable[[], datetime] | None = None,
+        enrichment: Enrichment | None = None,
     ) -> None:
         self.connect = connect
         self.run_key = run_key
@@ -139,6 +150,7 @@ class BatchSender:
         self.caps = [c for c in frequency_caps if c.applies_to(step.channel, step.purpose)]
         self.quiet = [r for r in quiet_hours if step.channel in r.channels]
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.enrichment = enrichment
         # A chunk never exceeds the bucket's burst: one take, one claim, one provider call, so
         # the provider sees at most rate + burst messages in any second.
         self.chunk_size = max(1, int(min(chunk_size, self.limiter.burst)))
@@ -196,12 +208,14 @@ class BatchSender:
     def _send_all(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats) -> None:
         started = time.monotonic()
         self._send_loop(conn, batch, stats, started)
-        if self.quiet:
-            stats.deferred = conn.execute(
-                "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s "
-                "AND seq BETWEEN %s AND %s AND status = 'pending'",
-                (self.run_key, self.step.id, batch.lo, batch.hi),
-            ).fetchone()[0]
+        # Left pending on purpose: quiet hours in the recipient's time zone, or a send time
+        # (not_before) still ahead. The task defers and a later attempt sends them.
+        deferred, due = conn.execute(
+            "SELECT count(*), min(not_before) FILTER (WHERE not_before > %s) FROM campaign.message "
+            "WHERE run_key = %s AND step_id = %s AND seq BETWEEN %s AND %s AND status = 'pending'",
+            (self.clock(), self.run_key, self.step.id, batch.lo, batch.hi),
+        ).fetchone()
+        stats.deferred, stats.resume_at = int(deferred), due
 
     def _send_loop(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats, started: float) -> None:
         done = 0
@@ -300,6 +314,10 @@ class BatchSender:
                     conn, self.caps, self.run_key, self.step.id, self.step.channel, recipients
                 )
                 late += len(capped)
+            if self.enrichment is not None and recipients:
+                # The entity fields the templates read, one statement per chunk (run/enrichment.py).
+                recipients, gone = self.enrichment.attach_claimed(conn, self.run_key, self.step.id, recipients)
+                late += gone
         return recipients, late
 
     def _send_chunk(self, sender: Sender, recipients: Sequence[Recipient]) -> list[Outcome]:
@@ -350,6 +368,46 @@ class BatchSender:
             else:
                 retry += 1
                 status.append("pending")
+        try:
+            self._write_outcomes(conn, recipients, outcomes, status)
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            self._write_outcomes_on_new_connection(recipients, outcomes, status, exc)
+            raise TransientSendError(
+                f"the store connection broke while recording {len(recipients)} outcomes; they were recorded "
+                f"on a new connection ({stats.sent} sent so far); the retry resumes from the ledger"
+            ) from exc
+        stats.returned_to_pending += retry
+        return retry
+
+    def _write_outcomes_on_new_connection(
+        self, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], status: list[str], lost: Exception
+    ) -> None:
+        """The provider has answered for these messages but the store went away (a restart, a
+        failover). Left ``sending``, they would be reported uncertain, or with ``on_uncertain:
+        resend`` sent twice: write them as soon as the store is back. The batch then stops
+        (its advisory lock went with the old session) and the task's retry resumes."""
+        deadline = time.monotonic() + self.policy.store_reconnect_s
+        delay = 0.5
+        log.warning("The store connection broke while recording %d outcomes (%s); reconnecting", len(recipients), lost)
+        while True:
+            try:
+                with self.connect() as fresh:
+                    self._write_outcomes(fresh, recipients, outcomes, status)
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("Could not record %d outcomes: they stay 'sending' (uncertain): %s", len(recipients), exc)
+                    raise lost from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _write_outcomes(
+        self, conn: psycopg.Connection, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], status: list[str]
+    ) -> None:
+        """One transaction: rows still ``sending`` take their outcome (a row settled by another
+        attempt meanwhile is left alone, so writing twice changes nothing)."""
         with conn.transaction():
             conn.execute(
                 """
@@ -391,8 +449,6 @@ class BatchSender:
                     """,
                     (dead,),
                 )
-        stats.returned_to_pending += retry
-        return retry
 
     def _log_progress(self, batch: Batch, done: int, started: float, stats: BatchStats) -> None:
         elapsed = max(time.monotonic() - started, 1e-6)

@@ -61,33 +61,78 @@ class TargetingResult:
     filtered_earlier: bool
 
 
+def one_row_per_message(members: sql.Composable, step: Step) -> sql.Composable:
+    """With ``message_per: profile`` a profile's audience entities make one message (entity
+    key ''; the template lists them as ``entities``), else each member row is one message."""
+    if getattr(step, "message_per", None) != "profile":
+        return members
+    return sql.SQL(
+        "SELECT profile_id, ''::text AS entity_key, bool_or(held_out) AS held_out FROM ({}) AS per_entity "
+        "GROUP BY profile_id"
+    ).format(members)
+
+
+def reasoning_sql(config: CampaignConfig, step: Step) -> sql.Composable:
+    """target_reasoning.sql for the step: who enters it (the audience, or who came through the
+    steps before it), its conditions, and the channel's address rules; each member with its
+    address and reason."""
+    from campaign_orchestrator.run.journey import condition_sql, members_sql
+
+    spec = CHANNELS[step.channel]
+    return query(
+        "target_reasoning",
+        address=sql.SQL(spec.address_sql),  # type: ignore[arg-type]  # registry's own SQL
+        normalized=sql.SQL(spec.normalized_sql),  # type: ignore[arg-type]
+        check_reason=check_reason_sql(spec),
+        members=one_row_per_message(members_sql(config, step), step),
+        condition=condition_sql(config, step, member="m"),
+    )
+
+
+def reasoning_params(run_key: int, config: CampaignConfig, step: Step) -> dict[str, object]:
+    return {
+        "run_key": run_key,
+        "step_id": step.id,
+        "campaign_id": config.id,
+        "channel": step.channel,
+        "purpose": step.purpose,
+        "segment": step.segment,
+        "max_per_profile": config.guardrails.max_messages_per_profile,
+        **channel_params(step),
+    }
+
+
+def count_targets(conn: psycopg.Connection, run_key: int, config: CampaignConfig, step: Step) -> TargetingResult:
+    """What :func:`target_step` would write for ``step``, counted by reason; writes nothing.
+
+    The same reasoning SQL as the ledger insert, so the counts are those a run would record.
+    """
+    rows = conn.execute(
+        query("count_targets", reasoning=reasoning_sql(config, step)), reasoning_params(run_key, config, step)
+    ).fetchall()
+    counts = {reason: int(count) for reason, count in rows}
+    sendable = counts.pop(None, 0)
+    return TargetingResult(sendable, dict(sorted(counts.items())), filtered_earlier=False)
+
+
 def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, step: Step) -> TargetingResult:
     """Write one ledger row per audience member for ``step``, once per run and step."""
-    spec = CHANNELS[step.channel]
+    from campaign_orchestrator.run.journey import time_messages
+
     with conn.transaction():
+        # One targeting of a step at a time (a retry beside a zombie attempt): the second
+        # waits here, then finds the step targeted. The ledger insert needs no ON CONFLICT.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"target_step:{run_key}:{step.id}",))
         done = conn.execute(
             "SELECT sendable FROM campaign.run_step WHERE run_key = %s AND step_id = %s FOR UPDATE",
             (run_key, step.id),
         ).fetchone()
         if done is None:
             conn.execute(
-                query(
-                    "target_step",
-                    address=sql.SQL(spec.address_sql),  # type: ignore[arg-type]  # registry's own SQL
-                    normalized=sql.SQL(spec.normalized_sql),  # type: ignore[arg-type]
-                    check_reason=check_reason_sql(spec),
-                ),
-                {
-                    "run_key": run_key,
-                    "step_id": step.id,
-                    "campaign_id": config.id,
-                    "channel": step.channel,
-                    "purpose": step.purpose,
-                    "segment": step.segment,
-                    "max_per_profile": config.guardrails.max_messages_per_profile,
-                    **channel_params(step),
-                },
+                query("target_step", reasoning=reasoning_sql(config, step)), reasoning_params(run_key, config, step)
             )
+            # After a wait until a local time of day: each recipient's own send time.
+            time_messages(conn, run_key, config, step)
             sendable = conn.execute(
                 "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s AND seq IS NOT NULL",
                 (run_key, step.id),
@@ -114,8 +159,14 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
     return TargetingResult(int(sendable), {k: int(v) for k, v in excluded.items()}, filtered_earlier=done is not None)
 
 
-def plan_batches(sendable: int, batch_size: int) -> list[dict[str, int]]:
-    """Batch bounds over the dense seq; this is all that travels through XCom."""
+def plan_batches(sendable: int, batch_size: int, max_batches: int | None = None) -> list[dict[str, int]]:
+    """Batch bounds over the dense seq; this is all that travels through XCom.
+
+    ``max_batches`` (Airflow's ``core.max_map_length``) caps the number of mapped send tasks:
+    a larger audience gets larger batches rather than a plan Airflow refuses to expand.
+    """
+    if max_batches is not None and sendable > max_batches * batch_size:
+        batch_size = -(-sendable // max_batches)
     total = -(-sendable // batch_size)
     return [
         {

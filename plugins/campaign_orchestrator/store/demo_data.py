@@ -16,6 +16,7 @@ benchmark stores, never for a store holding real customers.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ TABLES = ("profile", "consent", "consent_history", "suppression", "plan", "produ
 
 _STEP = re.compile(r"^-- step: ([a-z_]+)\s*$", re.MULTILINE)
 MAX_SEED = 2**31
+
+BASE_BOOKINGS_PER_PROFILE = 1.565
+"""Mean of the generator's bookings-per-profile mix (0 to 8 per profile, see generate.sql)."""
+BASE_MAX_BOOKINGS = 8
+MAX_BOOKINGS_PER_PROFILE = 100.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ def generate_demo_data(
     anchor: date | None = None,
     on_step: Callable[[str, int, float], None] | None = None,
     paths: ProjectPaths | None = None,
+    bookings_per_profile: float | None = None,
 ) -> dict[str, int]:
     """Replace the store's crm data with ``profiles`` generated profiles and what links to them.
 
@@ -85,12 +92,17 @@ def generate_demo_data(
         days after, nothing is created after it); defaults to the database's current date.
     :param on_step: called after each step with its name, its row count (-1 if none) and
         its duration in seconds, e.g. for a benchmark.
+    :param bookings_per_profile: mean bookings per profile (e.g. 5 for 5M bookings on 1M
+        profiles, to measure audiences at scale); each profile's number of bookings is
+        scaled, so profiles without bookings keep none. ``None`` (the default) keeps the
+        usual mix of about 1.6, row for row.
     :returns: rows inserted per crm table, keyed as in :data:`TABLES`.
     """
     if profiles < 1:
         raise ValueError(f"profiles must be at least 1, got {profiles}")
     if not 0 <= seed < MAX_SEED:
         raise ValueError(f"seed must be in [0, {MAX_SEED}), got {seed}")
+    booking_scale, booking_id_stride = _booking_scale(bookings_per_profile)
     if anchor is None:
         row = conn.execute("SELECT CURRENT_DATE").fetchone()
         assert row is not None
@@ -102,6 +114,8 @@ def generate_demo_data(
         "seed": seed,
         "anchor": anchor,
         "anchor_ts": datetime.combine(anchor, dt_time(0), tzinfo=UTC),
+        "booking_scale": booking_scale,
+        "booking_id_stride": booking_id_stride,
     }
     steps = load_steps(demo_sql_file(paths))
     counts: dict[str, int] = {}
@@ -122,3 +136,17 @@ def generate_demo_data(
     counts["consent_history"] = counts["consent"]
     log.info("Demo data generated in %.1fs: %s", time.perf_counter() - started, counts)
     return {table: counts[table] for table in TABLES}
+
+
+def _booking_scale(bookings_per_profile: float | None) -> tuple[float | None, int]:
+    """The factor on each profile's bookings and the id stride that keeps booking ids unique."""
+    if bookings_per_profile is None:
+        return None, 10
+    if not 0 < bookings_per_profile <= MAX_BOOKINGS_PER_PROFILE:
+        raise ValueError(
+            f"bookings_per_profile must be in (0, {MAX_BOOKINGS_PER_PROFILE:g}], got {bookings_per_profile}"
+        )
+    scale = bookings_per_profile / BASE_BOOKINGS_PER_PROFILE
+    # floor(8 * scale + draw) with draw < 1: at most this many bookings for one profile.
+    most = math.floor(BASE_MAX_BOOKINGS * scale) + 1
+    return scale, 10 ** len(str(most))

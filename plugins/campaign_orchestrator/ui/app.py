@@ -245,7 +245,7 @@ def _campaign_json(row: dict[str, Any]) -> dict[str, Any]:
         "next_runs": [moment.isoformat() for moment in schedule.next_runs],
         "paused": row["paused"],
         "dag_url": f"{API_ROOT_PATH}dags/{row['id']}",
-        "steps": [{"id": s.id, "channel": s.channel} for s in config.steps],
+        "steps": [{"id": s.id, "channel": s.channel} for s in config.message_steps],
         "last_run": row["last_run"].as_dict() if row["last_run"] else None,
     }
 
@@ -258,7 +258,7 @@ def _run(user: BaseUser, run_key: int) -> tuple[data.RunInfo, data.RunFunnels, C
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"No run {run_key}")
         _require(user, run.campaign_id, run_level=True)
         config = loaded.configs[run.campaign_id][1] if run.campaign_id in loaded.configs else None
-        steps = [(s.id, s.channel) for s in config.steps] if config else []
+        steps = [(s.id, s.channel) for s in config.message_steps] if config else []
         funnels = data.run_funnels(conn, run_key, steps)
     return run, funnels, config
 

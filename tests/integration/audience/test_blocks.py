@@ -13,7 +13,7 @@ from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run
 from campaign_orchestrator.run.targeting import target_step
-from campaign_orchestrator.store.demo_data import generate_demo_data
+from tests.fixtures.store import load_demo_store, without_runs
 
 pytestmark = pytest.mark.integration
 
@@ -22,21 +22,12 @@ PATHS = ProjectPaths.discover()
 
 @pytest.fixture(scope="module")
 def data(store_dsn):
-    import psycopg
-
-    with psycopg.connect(store_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE crm.profile, crm.product, crm.plan, campaign.run CASCADE")
-        generate_demo_data(conn, profiles=4000, seed=5)
-    return store_dsn
+    return load_demo_store(store_dsn, seed=5)
 
 
 @pytest.fixture
 def conn(data):
-    import psycopg
-
-    with psycopg.connect(data, autocommit=True) as connection:
-        connection.execute("TRUNCATE campaign.run CASCADE")
-        yield connection
+    yield from without_runs(data)
 
 
 def campaign(audience: dict, steps: list[dict] | None = None) -> CampaignConfig:
@@ -99,6 +90,33 @@ def test_union_intersection_and_exclusion_match_hand_written_sql(conn) -> None:
         INTERSECT SELECT profile_id FROM crm.profile WHERE country_code = 'FR'
         EXCEPT SELECT unnest(%s::bigint[])""", (list(range(1, 4001, 7)),)).fetchall()}
     assert got == want and want
+
+
+def test_blocks_of_the_audience_entity_intersect_and_exclude_entity_by_entity(conn) -> None:
+    # Low-stock bookings that are upcoming, minus cancelled ones: booking by booking, not
+    # every low-stock booking of a traveller who happens to have one upcoming booking.
+    blocks = {
+        "low_stock": LOW_STOCK,
+        "upcoming": {"from": "booking", "where": {"starts_on": {"within_next_days": 90}}, "entity_key": "booking"},
+        "cancelled": {"from": "booking", "where": {"status": "cancelled"}, "entity_key": "booking"},
+        "french": {"from": "profile", "where": {"country_code": "FR"}},
+    }
+    config = campaign({"blocks": blocks, "combine": {"union": ["low_stock"], "intersect": ["upcoming", "french"],
+                                                     "exclude": ["cancelled"]}})
+    got = members(conn, config)
+    want = expected(conn, """
+        SELECT DISTINCT b.profile_id, b.booking_id
+        FROM crm.inventory i JOIN crm.booking b ON b.product_id = i.product_id
+        JOIN crm.profile p ON p.profile_id = b.profile_id
+        WHERE i.quantity <= 20 AND b.starts_on BETWEEN current_date AND current_date + 90
+          AND b.status <> 'cancelled' AND p.country_code = 'FR'""")
+    assert got == want and want
+    by_profile = expected(conn, """
+        SELECT DISTINCT b.profile_id, b.booking_id
+        FROM crm.inventory i JOIN crm.booking b ON b.product_id = i.product_id
+        WHERE i.quantity <= 20 AND b.profile_id IN (
+            SELECT profile_id FROM crm.booking WHERE starts_on BETWEEN current_date AND current_date + 90)""")
+    assert by_profile - got  # matching by profile alone would have kept past bookings
 
 
 def test_holdout_is_the_right_size_stable_across_runs_and_recorded_in_the_ledger(conn) -> None:
@@ -231,3 +249,22 @@ def test_saved_audiences_are_versioned_once_per_run_and_read_back(conn, capsys) 
     assert main(["audiences"]) == 0
     out = capsys.readouterr().out
     assert "french" in out and f"{len(french):,}" in out
+
+
+@pytest.mark.parametrize("block, needs_distinct", [
+    ({"from": "booking", "entity_key": "booking"}, False),  # booking -> profile: one row per booking
+    ({"from": "inventory", "via": ["product", "booking"], "entity_key": "booking"}, False),  # one per booking
+    ({"from": "profile"}, False),
+    ({"from": "booking"}, True),  # a profile with several bookings
+    ({"from": "product", "via": ["booking"], "entity_key": "product"}, True),  # the same product booked twice
+])
+def test_a_block_deduplicates_only_where_its_joins_can_repeat_a_member(conn, block, needs_distinct) -> None:
+    compiled = compile_audience(campaign({"blocks": {"b": block}}), PATHS)
+    assert ("SELECT DISTINCT" in compiled.blocks["b"]) == needs_distinct
+    rows, distinct = conn.execute(
+        f"SELECT count(*), count(DISTINCT (profile_id, entity_key)) FROM ({compiled.blocks['b']}) AS b", compiled.params
+    ).fetchone()
+    assert rows == distinct > 0
+    if needs_distinct:  # the data has the repeats DISTINCT removes
+        undistinct = compiled.blocks["b"].replace("SELECT DISTINCT", "SELECT", 1)
+        assert conn.execute(f"SELECT count(*) FROM ({undistinct}) AS b", compiled.params).fetchone()[0] > rows

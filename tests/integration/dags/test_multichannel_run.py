@@ -16,6 +16,7 @@ import yaml
 from campaign_orchestrator.channels.webhook.http import SIGNATURE_HEADER, verify_signature
 from campaign_orchestrator.store.demo_data import generate_demo_data
 from tests.fixtures.airflow import dags_test
+from tests.fixtures.aws import register_push_endpoints
 from tests.fixtures.webhook import SECRET, conn_json
 
 pytestmark = pytest.mark.integration
@@ -39,25 +40,6 @@ def campaigns_dir(tmp_path: Path) -> Path:
     policies["quiet_hours"] = []
     (folder / "_policies.yaml").write_text(yaml.safe_dump(policies))
     return folder
-
-
-def register_push_endpoints(store, sns) -> int:
-    """Demo push tokens become SNS platform endpoints; crm.profile keeps the endpoint ARN."""
-    apps = {
-        "apns": sns.create_platform_application(Name="wanderly-ios", Platform="APNS", Attributes={})[
-            "PlatformApplicationArn"],
-        "fcm": sns.create_platform_application(Name="wanderly-android", Platform="GCM", Attributes={})[
-            "PlatformApplicationArn"],
-    }
-    rows = store.execute(
-        "SELECT profile_id, push_token, push_platform FROM crm.profile "
-        "WHERE push_token IS NOT NULL AND push_platform IS NOT NULL"
-    ).fetchall()
-    with store.transaction():
-        for profile_id, token, platform in rows:
-            arn = sns.create_platform_endpoint(PlatformApplicationArn=apps[platform], Token=token)["EndpointArn"]
-            store.execute("UPDATE crm.profile SET push_token = %s WHERE profile_id = %s", (arn, profile_id))
-    return len(rows)
 
 
 def test_four_channels_and_a_webhook_in_one_run(

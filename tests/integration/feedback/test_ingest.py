@@ -20,86 +20,11 @@ from campaign_orchestrator.feedback.ingest import poll_queue
 from campaign_orchestrator.feedback.parse import UnparseableMessage, parse_sqs_body
 
 from tests.fixtures.aws import MotoEndpoint
+from tests.fixtures.feedback import TOPIC, ses_event, ses_mail, sms_status, sns_envelope
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
-
-
-# ---------------------------------------------------------------------------------------------
-# Realistic bodies, shaped like the AWS documentation's examples
-# ---------------------------------------------------------------------------------------------
-
-
-def ses_mail(message_id: str, to: str) -> dict[str, Any]:
-    return {
-        "timestamp": "2026-11-20T09:00:00.012Z",
-        "source": "Wanderly Travel <offers@wanderly.example>",
-        "sourceArn": "arn:aws:ses:us-east-1:123456789012:identity/wanderly.example",
-        "sendingAccountId": "123456789012",
-        "messageId": message_id,
-        "destination": [to],
-        "headersTruncated": False,
-        "commonHeaders": {"from": ["Wanderly Travel <offers@wanderly.example>"], "to": [to], "subject": "Winter sale"},
-        "tags": {"ses:configuration-set": ["campaigns"]},
-    }
-
-
-def ses_event(kind: str, message_id: str, to: str, **section: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"eventType": kind, "mail": ses_mail(message_id, to)}
-    name = kind[0].lower() + kind[1:]
-    defaults: dict[str, Any] = {
-        "Delivery": {"timestamp": "2026-11-20T09:00:01.500Z", "processingTimeMillis": 1488, "recipients": [to],
-                     "smtpResponse": "250 2.6.0 Message received", "reportingMTA": "a8-70.smtp-out.amazonses.com"},
-        "Bounce": {"bounceType": "Permanent", "bounceSubType": "General", "timestamp": "2026-11-20T09:00:02.669Z",
-                   "feedbackId": f"fb-{uuid.uuid4()}", "reportingMTA": "dsn; mta.example.com",
-                   "bouncedRecipients": [{"emailAddress": to, "action": "failed", "status": "5.1.1",
-                                          "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]},
-        "Complaint": {"complainedRecipients": [{"emailAddress": to}], "timestamp": "2026-11-20T10:12:00.000Z",
-                      "feedbackId": f"fb-{uuid.uuid4()}", "userAgent": "Mozilla/5.0",
-                      "complaintFeedbackType": "abuse", "arrivalDate": "2026-11-20T10:11:59.000Z"},
-        "Open": {"ipAddress": "192.0.2.1", "timestamp": "2026-11-20T11:00:00.000Z",
-                 "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"},
-        "Click": {"ipAddress": "192.0.2.1", "timestamp": "2026-11-20T11:00:09.000Z", "userAgent": "Mozilla/5.0",
-                  "link": "https://wanderly.example/sale", "linkTags": {"campaign": ["winter_sale"]}},
-        "Reject": {"reason": "Bad content"},
-        "DeliveryDelay": {"timestamp": "2026-11-20T09:10:00.000Z", "delayType": "TransientCommunicationFailure",
-                          "expirationTime": "2026-11-21T09:00:00.000Z",
-                          "delayedRecipients": [{"emailAddress": to, "status": "4.4.1"}]},
-    }[kind]
-    event[name] = {**defaults, **section}
-    return event
-
-
-def sns_envelope(message: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": TOPIC,
-            "Message": json.dumps(message),
-            "Timestamp": "2026-11-20T09:00:03.000Z",
-            "SignatureVersion": "1",
-            "Signature": "EXAMPLE",
-            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-example.pem",
-            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
-        }
-    )
-
-
-def sms_status(message_id: str, phone: str, status: str = "SUCCESS") -> dict[str, Any]:
-    return {
-        "notification": {"messageId": message_id, "timestamp": "2026-11-20 09:00:00.558"},
-        "delivery": {
-            "phoneCarrier": "Carrier", "mnc": 270, "destination": phone, "priceInUSD": 0.00645,
-            "smsType": "Promotional", "mcc": 208,
-            "providerResponse": "Message has been accepted by phone carrier" if status == "SUCCESS"
-            else "Unknown error attempting to reach phone",
-            "dwellTimeMs": 599, "dwellTimeMsUntilDeviceAck": 1344,
-        },
-        "status": status,
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,6 +119,34 @@ def test_targeting_is_done_once_per_run_and_step(store, everyone) -> None:
     assert again.filtered_earlier and again.sendable == first.sendable
 
 
+def test_a_second_targeting_attempt_waits_for_the_first_and_reuses_it(store, store_dsn, everyone) -> None:
+    """Targeting beside a zombie attempt of the same step: the second waits for the first,
+    then finds the step targeted (no duplicate ledger row, no error)."""
+    import threading
+
+    import psycopg
+
+    add_profiles(store, PROFILES)
+    cfg = config()
+    run_key = register_run(store, cfg.id, "r1", None, {})
+    evaluate_audience(store, run_key, everyone, {"min_id": 0}, None)
+    with psycopg.connect(store_dsn, autocommit=True) as zombie, psycopg.connect(store_dsn, autocommit=True) as retry:
+        results = []
+        with zombie.transaction():
+            first = target_step(zombie, run_key, cfg, cfg.steps[0])  # not committed yet
+            waiter = threading.Thread(target=lambda: results.append(target_step(retry, run_key, cfg, cfg.steps[0])))
+            waiter.start()
+            while waiter.is_alive() and not store.execute(  # the retry waits on the step's lock
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (retry.info.backend_pid,)
+            ).fetchone()[0]:
+                waiter.join(0.01)
+        waiter.join(10)
+    assert [(r.sendable, r.filtered_earlier) for r in results] == [(first.sendable, True)]
+    assert store.execute(
+        "SELECT count(*) FROM campaign.message WHERE run_key = %s", (run_key,)
+    ).fetchone()[0] == len(PROFILES)
+
+
 def test_audience_is_frozen_per_run(store, everyone) -> None:
     add_profiles(store, PROFILES[:3])
     run_key = register_run(store, "t", "r1", None, {})
@@ -127,6 +155,35 @@ def test_audience_is_frozen_per_run(store, everyone) -> None:
     again = evaluate_audience(store, run_key, everyone, {"min_id": 0}, None)
     assert again.frozen_earlier and again.size == 3
     assert register_run(store, "t", "r1", None, {}) == run_key
+
+
+def test_a_second_attempt_waits_for_the_first_and_reuses_its_snapshot(store, store_dsn, everyone) -> None:
+    """A retry evaluating beside a zombie attempt: the run's row is locked while an audience
+    is evaluated, so the second waits, then finds the snapshot frozen (no duplicate, no error)."""
+    import threading
+
+    import psycopg
+
+    add_profiles(store, PROFILES[:3])
+    run_key = register_run(store, "t", "r1", None, {})
+    with psycopg.connect(store_dsn, autocommit=True) as zombie, psycopg.connect(store_dsn, autocommit=True) as retry:
+        results = []
+        with zombie.transaction():
+            evaluate_audience(zombie, run_key, everyone, {"min_id": 0}, None)  # not committed yet
+            waiter = threading.Thread(
+                target=lambda: results.append(evaluate_audience(retry, run_key, everyone, {"min_id": 0}, None))
+            )
+            waiter.start()
+            retry_pid = retry.info.backend_pid
+            while waiter.is_alive() and not store.execute(  # the retry waits on the run's row
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (retry_pid,)
+            ).fetchone()[0]:
+                waiter.join(0.01)
+        waiter.join(10)
+    assert [(r.size, r.frozen_earlier) for r in results] == [(3, True)]
+    assert store.execute(
+        "SELECT count(*) FROM campaign.audience_member WHERE run_key = %s", (run_key,)
+    ).fetchone()[0] == 3
 
 
 def test_guardrail_fails_with_a_clear_message_and_records_nothing(store, everyone) -> None:

@@ -302,3 +302,28 @@ def test_generator_file_has_no_stray_percent_signs() -> None:
         if step.has_params:
             stray = step.sql.replace("%(", "")
             assert "%" not in stray, step.name
+
+
+def test_bookings_per_profile_scales_each_profiles_bookings(conn: psycopg.Connection, generated: dict) -> None:
+    """For benchmarks at scale (e.g. 5M bookings on 1M profiles); the default data stays as it was."""
+    first, _ = generated["fingerprints"]
+    default_bookers = {r[0] for r in conn.execute("SELECT DISTINCT profile_id FROM crm.booking")}
+    try:
+        counts = generate_demo_data(conn, PROFILES, seed=42, anchor=ANCHOR, bookings_per_profile=5)
+        assert counts["booking"] == scalar(conn, "SELECT count(*) FROM crm.booking")
+        assert counts["booking"] / PROFILES == pytest.approx(5, rel=0.05)
+        # Scaled per profile: who books is unchanged, and some book more than 9 times (ids
+        # then step by 100 per profile instead of 10).
+        assert {r[0] for r in conn.execute("SELECT DISTINCT profile_id FROM crm.booking")} == default_bookers
+        assert scalar(conn, "SELECT max(n) FROM (SELECT count(*) AS n FROM crm.booking GROUP BY profile_id) x") > 9
+        assert scalar(conn, "SELECT count(*) FROM crm.booking WHERE booking_id / 100 <> profile_id") == 0
+        # The other tables are the default ones, row for row; the new bookings are deterministic.
+        scaled = fingerprint(conn)
+        assert {t: v for t, v in scaled.items() if t != "booking"} == {t: v for t, v in first.items() if t != "booking"}
+        generate_demo_data(conn, PROFILES, seed=42, anchor=ANCHOR, bookings_per_profile=5)
+        assert fingerprint(conn) == scaled
+        with pytest.raises(ValueError, match="bookings_per_profile must be in"):
+            generate_demo_data(conn, PROFILES, bookings_per_profile=0)
+    finally:
+        generate_demo_data(conn, PROFILES, seed=42, anchor=ANCHOR)
+    assert fingerprint(conn) == first

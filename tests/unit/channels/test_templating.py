@@ -7,6 +7,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from campaign_orchestrator.channels.templating import (
     TemplateCheckError,
+    check_template_fields,
     check_templates,
     referenced_fields,
     template_environment,
@@ -172,3 +173,67 @@ def test_unsubscribe_url_is_a_known_name(tmp_path: Path) -> None:
     assert render(tmp_path, "t/body.html") == (
         '<a href="https://campaigns.example.com/campaigns-unsubscribe/unsubscribe/t.s">Unsubscribe</a>'
     )
+
+
+def test_entity_paths_are_read_from_the_template(tmp_path: Path) -> None:
+    write(tmp_path, {"t/body.txt": (
+        "{{ entity.starts_on.strftime('%d %B') }} {{ entity.product.name | upper }} {{ entity['status'] }}"
+        "{{ entity.get('amount', 0) }}{% if entity.product.inventory.quantity < 5 %}few{% endif %}"
+        "{{ profile.first_name }}"
+    )})
+    fields = check_template_fields(template_environment(tmp_path), ["t/body.txt"])
+    assert fields.profile == ("first_name",)
+    # which segment is a link and which the column is decided against the catalog later
+    assert fields.entity == (
+        ("amount",), ("product", "inventory", "quantity"), ("product", "name"), ("starts_on", "strftime"), ("status",)
+    )
+    assert fields.entities == () and not fields.uses_entities
+
+
+def test_entities_paths_come_from_loops_indexes_and_counts(tmp_path: Path) -> None:
+    write(tmp_path, {"t/body.txt": (
+        "{% if entities %}{{ entities|length }} trips:{% endif %}"
+        "{% for b in entities if b.status == 'confirmed' %}{{ loop.index }}. {{ b.product.name }} {{ b.starts_on }}"
+        "{% for i in range(2) %}{{ i }}{% endfor %}{% else %}none{% endfor %}"
+        "{% for b in entities[:3] %}{{ b.amount }}{% endfor %}{{ entities[0].booked_at }}"
+    )})
+    fields = check_template_fields(template_environment(tmp_path), ["t/body.txt"])
+    assert fields.entities == (("amount",), ("booked_at",), ("product", "name"), ("starts_on",), ("status",))
+    assert fields.uses_entities and not fields.uses_entity
+    write(tmp_path, {"t/count.txt": "You have {{ entities|length }} bookings"})
+    counted = check_template_fields(template_environment(tmp_path), ["t/count.txt"])
+    assert counted.uses_entities and counted.entities == ()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ entity }}", "uses 'entity' as a whole"),
+        ("{% set e = entity %}{{ e.x }}", "uses 'entity' as a whole"),
+        ("{{ entities }}", "uses 'entities' as a whole.*loop over entities"),
+        ("{% for b in entities|sort(attribute='starts_on') %}{% endfor %}", "entities_order_by orders it"),
+        ("{% for b in entities %}{{ b }}{% endfor %}", "uses an item of entities as a whole"),
+        ("{% for b in entities %}{% for c in b.product %}{% endfor %}{% endfor %}", None),
+        ("{{ entities.first_name }}", "entities is a list"),
+        ("{{ entity.items }}", r"entity.items is a dict method; write \['items'\]"),
+        ("{{ entity['not a column'] }}", "is not a column name"),
+        ("{% for a, b in entities %}{% endfor %}", "loop over entities with one name"),
+    ],
+)
+def test_entity_used_in_ways_a_send_cannot_fetch_is_an_error(tmp_path: Path, source: str, message: str | None) -> None:
+    write(tmp_path, {"t/body.txt": source})
+    env = template_environment(tmp_path)
+    if message is None:  # an entity path the catalog will judge (b.product as a whole is refused there)
+        assert check_template_fields(env, ["t/body.txt"]).entities == (("product",),)
+        return
+    with pytest.raises(TemplateCheckError, match=message):
+        check_template_fields(env, ["t/body.txt"])
+
+
+def test_entity_and_entities_render_nested_fields(tmp_path: Path) -> None:
+    write(tmp_path, {"t/body.html": (
+        "{{ entity.product.name }}|{% for b in entities %}{{ b.product.name }};{% endfor %}"
+    )})
+    out = render(tmp_path, "t/body.html", entity={"product": {"name": "<Cruise>"}},
+                 entities=[{"product": {"name": "A&B"}}, {"product": {"name": "C"}}])
+    assert out == "&lt;Cruise&gt;|A&amp;B;C;"

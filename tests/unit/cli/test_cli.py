@@ -55,7 +55,11 @@ def test_schema_is_json_schema_and_the_committed_copy_is_current(capsys) -> None
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == campaign_json_schema()
-    assert printed["properties"]["steps"]["items"]["discriminator"]["propertyName"] == "channel"
+    # Message steps are told apart by their channel; a wait step by its `wait` key.
+    kinds = {ref["$ref"].rsplit("/", 1)[1] for ref in printed["properties"]["steps"]["items"]["oneOf"]}
+    assert kinds == {"EmailStep", "SmsStep", "PushStep", "DirectMailStep", "WebhookStep", "WaitStep"}
+    assert printed["$defs"]["EmailStep"]["properties"]["channel"]["const"] == "email"
+    assert "wait" in printed["$defs"]["WaitStep"]["required"]
     committed = json.loads((CAMPAIGNS / "campaign.schema.json").read_text())
     assert committed == printed, "run `make schema` and commit dags/campaigns/campaign.schema.json"
 
@@ -76,6 +80,32 @@ def test_preview_counts_each_stage_and_records_nothing(store, capsys) -> None:
     assert store.execute("SELECT count(*) FROM campaign.message").fetchone() == (0,)
     assert main(["preview", "winter_sale", "--param", "min_bookings=100"]) == 0
     assert "audience" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_calculate_counts_each_stage_like_preview_and_records_nothing(store, capsys) -> None:
+    generate_demo_data(store, profiles=800, seed=3)
+    assert main(["preview", "winter_sale", "--json"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    assert main(["calculate", "winter_sale", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["audience"]["members"] == preview["audience"] > 0
+    [step] = counts["steps"]
+    assert (step["sendable"], step["excluded"], step["batches"]) == (
+        preview["steps"][0]["sendable"], preview["steps"][0]["excluded"], preview["steps"][0]["batches"])
+    assert store.execute("SELECT count(*) FROM campaign.run").fetchone() == (0,)
+    assert store.execute("SELECT count(*) FROM campaign.message").fetchone() == (0,)
+
+    assert main(["calculate", "low_stock_alert"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("block low_stock_bookings", "block upcoming", "combined", "deduplicated", "held out",
+                  "segment subscribers", "step invite_email", "excluded holdout", "sendable"):
+        assert stage in out, stage
+    assert main(["calculate", "winter_sale", "--param", "min_bookings=100", "--limit", "5", "--json"]) == 0
+    fewer = json.loads(capsys.readouterr().out)
+    assert counts["combined"]["members"] > fewer["combined"]["members"] > 5 == fewer["audience"]["members"]
+    assert main(["calculate", "winter_sale", "--limit", "0"]) == 1
+    assert "--limit 0: give a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -135,3 +165,12 @@ def test_validate_store_checks_the_entity_catalog_and_audiences_against_the_live
                                                    "links: {profile: customer_id, product: product_id}"))
     assert main(["validate", "--store"]) == 1
     assert "entities.booking.links.profile: crm.booking has no column 'customer_id'" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_store_demo_data_takes_a_number_of_bookings_per_profile(store, capsys) -> None:
+    assert main(["store", "demo-data", "--profiles", "1000", "--bookings-per-profile", "4"]) == 0
+    assert "profile: 1,000" in capsys.readouterr().out
+    assert 3600 <= store.execute("SELECT count(*) FROM crm.booking").fetchone()[0] <= 4400
+    assert main(["store", "demo-data", "--profiles", "10", "--bookings-per-profile", "0"]) == 1
+    assert "bookings_per_profile must be in (0, 100], got 0.0" in capsys.readouterr().err

@@ -178,3 +178,20 @@ def test_asset_schedules_reference_existing_campaigns_without_cycles(project: Pr
     messages = {e.campaign_id: e.render() for e in result.errors}
     assert "schedule.after: a cycle: a -> b -> c -> a" in messages["a"]
     assert "schedule.after: unknown campaign 'zz'" in messages["d"]
+
+
+def test_parsing_context_loads_only_the_campaign_asked_for(project: ProjectPaths) -> None:
+    folder = project.root / "dags" / "campaigns"
+    write(project, "spring.yaml", VALID)
+    write(project, "escaped.yaml", VALID.replace("id: spring_sale", 'id: "autumn\\u005fsale"'))
+    write(project, "Broken-File.yaml", "id: [unclosed\n")
+    write(project, "other.yaml", "description: [unclosed\n")
+
+    spring = load_campaigns(folder, project, only_id="spring_sale")
+    assert list(spring.configs) == ["spring_sale"] and spring.errors == []
+    # An id spelled with an escape is still found.
+    assert list(load_campaigns(folder, project, only_id="autumn_sale").configs) == ["autumn_sale"]
+    # A broken file is found by the id its error carries (from the file name), for its placeholder DAG.
+    broken = load_campaigns(folder, project, only_id="broken_file")
+    assert broken.configs == {} and [e.campaign_id for e in broken.errors] == ["broken_file"]
+    assert [e.campaign_id for e in load_campaigns(folder, project, only_id="other").errors] == ["other"]

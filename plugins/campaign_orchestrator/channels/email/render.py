@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.email.mime import MimeBuilder
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
+from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts, template_environment
 from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, email_link, expiry, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.config.models import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
@@ -73,7 +74,8 @@ class EmailRenderer(Renderer):
         require_template_parts(folder, self.template, parts)
         env = template_environment(paths.templates)
         names = [f"{self.template}/{part}" for part in parts]
-        self._fields = check_templates(env, names)
+        self._template_fields = check_template_fields(env, names)
+        self._fields = self._template_fields.profile
         self._subject, self._html, self._text = (
             env.get_template(f"{self.template}/{part}") for part in ("subject.txt", "body.html", "body.txt")
         )
@@ -95,6 +97,10 @@ class EmailRenderer(Renderer):
         return self._fields
 
     @property
+    def template_fields(self) -> TemplateFields:
+        return self._template_fields
+
+    @property
     def envelope_from(self) -> str:
         """The sender's bare address: SMTP ``MAIL FROM`` and the SES ``Source``."""
         return self._mime.envelope_from
@@ -104,6 +110,8 @@ class EmailRenderer(Renderer):
             "profile": recipient.profile,
             "campaign": self._campaign,
             "entity_key": recipient.entity_key,
+            "entity": recipient.entity,
+            "entities": recipient.entities,
             "message": {"id": message_id},
             "unsubscribe_url": unsubscribe_url,
         }

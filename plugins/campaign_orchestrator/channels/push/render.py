@@ -6,6 +6,7 @@ according to the profile's ``push_platform``, which is therefore always fetched.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import ChoiceLoader, DictLoader
@@ -13,12 +14,13 @@ from jinja2 import ChoiceLoader, DictLoader
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.registry import CHANNELS
 from campaign_orchestrator.channels.sms.render import message_id
-from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
+from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts, template_environment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.channels.email.render import CampaignInfo
     from campaign_orchestrator.config.models import PushStep
     from campaign_orchestrator.paths import ProjectPaths
@@ -64,8 +66,8 @@ class PushRenderer(Renderer):
         # The data strings are checked like files: through an overlay that can also load them.
         sources = {f"{self.template}/data.{key}": value for key, value in step.data.items()}
         checking = env.overlay(loader=ChoiceLoader([DictLoader(sources), env.loader]))  # type: ignore[list-item]
-        fields = check_templates(checking, [*names.values(), *sources])
-        self._fields = tuple(sorted({*fields, PLATFORM_FIELD}))
+        self._template_fields = check_template_fields(checking, [*names.values(), *sources])
+        self._fields = tuple(sorted({*self._template_fields.profile, PLATFORM_FIELD}))
         self._parts = {key: env.get_template(name) for key, name in names.items()}
         self._data = {key: env.from_string(value) for key, value in step.data.items()}
         self._campaign = {"id": campaign.id, "description": campaign.description}
@@ -74,11 +76,17 @@ class PushRenderer(Renderer):
     def profile_fields(self) -> Sequence[str]:
         return self._fields
 
+    @property
+    def template_fields(self) -> TemplateFields:
+        return replace(self._template_fields, profile=self._fields)
+
     def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
         return {
             "profile": recipient.profile,
             "campaign": self._campaign,
             "entity_key": recipient.entity_key,
+            "entity": recipient.entity,
+            "entities": recipient.entities,
             "message": {"id": message_id},
         }
 

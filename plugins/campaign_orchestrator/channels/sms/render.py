@@ -9,12 +9,13 @@ from campaign_orchestrator.channels.base import Outbound, Renderer, RenderReject
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.sms.segments import non_gsm7, segments
-from campaign_orchestrator.channels.templating import check_templates, require_template_parts, template_environment
+from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts, template_environment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.channels.email.render import CampaignInfo
     from campaign_orchestrator.config.models import SmsStep
     from campaign_orchestrator.paths import ProjectPaths
@@ -55,7 +56,8 @@ class SmsRenderer(Renderer):
         require_template_parts(folder, self.template, template_parts("sms"))
         env = template_environment(paths.templates)
         name = f"{self.template}/sms.txt"
-        self._fields = check_templates(env, [name])
+        self._template_fields = check_template_fields(env, [name])
+        self._fields = self._template_fields.profile
         self._text = env.get_template(name)
         self._campaign = {"id": campaign.id, "description": campaign.description}
 
@@ -63,11 +65,17 @@ class SmsRenderer(Renderer):
     def profile_fields(self) -> Sequence[str]:
         return self._fields
 
+    @property
+    def template_fields(self) -> TemplateFields:
+        return self._template_fields
+
     def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
         return {
             "profile": recipient.profile,
             "campaign": self._campaign,
             "entity_key": recipient.entity_key,
+            "entity": recipient.entity,
+            "entities": recipient.entities,
             "message": {"id": message_id},
         }
 

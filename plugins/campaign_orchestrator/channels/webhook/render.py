@@ -35,12 +35,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import check_templates, require_template_parts
+from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from campaign_orchestrator.channels.base import Recipient
+    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.channels.email.render import CampaignInfo
     from campaign_orchestrator.config.models import WebhookStep
     from campaign_orchestrator.paths import ProjectPaths
@@ -127,7 +128,8 @@ class WebhookRenderer(Renderer):
         require_template_parts(folder, self.template, template_parts("webhook"))
         env = json_template_environment(paths.templates)
         self._name = f"{self.template}/{PAYLOAD}"
-        self._fields = check_templates(env, [self._name])
+        self._template_fields = check_template_fields(env, [self._name])
+        self._fields = self._template_fields.profile
         self._payload = env.get_template(self._name)
         self._campaign = {"id": campaign.id, "description": campaign.description}
 
@@ -135,11 +137,17 @@ class WebhookRenderer(Renderer):
     def profile_fields(self) -> Sequence[str]:
         return self._fields
 
+    @property
+    def template_fields(self) -> TemplateFields:
+        return self._template_fields
+
     def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
         return {
             "profile": recipient.profile,
             "campaign": self._campaign,
             "entity_key": recipient.entity_key,
+            "entity": recipient.entity,
+            "entities": recipient.entities,
             "message": {"id": message_id},
         }
 
