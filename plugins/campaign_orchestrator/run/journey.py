@@ -65,18 +65,23 @@ def _exits(config: CampaignConfig, step_id: str) -> sql.Composable:
     step = config.step(step_id)
     if step.channel == "wait":
         return sql.SQL(" UNION ALL ").join(_exits(config, ref) for ref in sorted(set(step.after)))
-    if getattr(step, "message_per", None) == "profile":
-        # One message stood for all of a profile's entities: they all go on, so a later step
-        # may again send one message per entity.
-        return sql.SQL(
-            "SELECT am.profile_id, am.entity_key, m.status = 'held_out' AS held_out FROM campaign.message m "
-            "JOIN campaign.audience_member am ON am.run_key = m.run_key AND am.profile_id = m.profile_id "
-            "WHERE m.run_key = %(run_key)s AND m.step_id = {step} AND m.reason IS DISTINCT FROM {turned_away}"
-        ).format(step=sql.Literal(step_id), turned_away=sql.Literal(CONDITION_NOT_MET))
+    # After one message per profile, all of the profile's entities go on, so a later step may
+    # again send one message per entity.
+    per_profile = getattr(step, "message_per", None) == "profile"
+    entities = sql.SQL(
+        "JOIN campaign.audience_member e ON e.run_key = m.run_key AND e.profile_id = m.profile_id"
+        if per_profile else ""
+    )
     return sql.SQL(
-        "SELECT profile_id, entity_key, status = 'held_out' AS held_out FROM campaign.message "
-        "WHERE run_key = %(run_key)s AND step_id = {step} AND reason IS DISTINCT FROM {turned_away}"
-    ).format(step=sql.Literal(step_id), turned_away=sql.Literal(CONDITION_NOT_MET))
+        "SELECT m.profile_id, {entity_key} AS entity_key, m.status = 'held_out' AS held_out "
+        "FROM campaign.message m {entities} "
+        "WHERE m.run_key = %(run_key)s AND m.step_id = {step} AND m.reason IS DISTINCT FROM {turned_away}"
+    ).format(
+        entity_key=sql.SQL("e.entity_key" if per_profile else "m.entity_key"),
+        entities=entities,
+        step=sql.Literal(step_id),
+        turned_away=sql.Literal(CONDITION_NOT_MET),
+    )
 
 
 def condition_sql(config: CampaignConfig, step: Step, member: str = "member") -> sql.Composable:
