@@ -82,7 +82,10 @@ def _pipeline_rows(run: dict[str, Any]) -> list[Row]:
                         f"){extra}", None))
     base = headline.get("baselines") or {}
     if "audience" in base:
-        ratio = tasks["audience"]["seconds"] / base["audience"]["seconds"]
+        # The task's own seconds, as the bare insert's are: the stage's wall time also counts
+        # the process's exit (interpreter teardown, about a second here), no part of the work.
+        audience_s = tasks["audience"]["processes"][0]["seconds"]
+        ratio = audience_s / base["audience"]["seconds"]
         parts = []
         for key, label in (("audience_pk", "same insert into a table with the snapshot's primary key"),
                            ("audience_pk_fk", "and its foreign key to campaign.run")):
@@ -90,14 +93,16 @@ def _pipeline_rows(run: dict[str, Any]) -> list[Row]:
                 parts.append(f"{label}: {base[key]['seconds']:.2f} s")
         rows.append(Row(
             "evaluate_audience vs the same audience SELECT as one bare INSERT…SELECT",
-            f"≤ {AUDIENCE_RATIO_TARGET}x", f"{ratio:.2f}x ({tasks['audience']['seconds']:.2f} s vs "
-            f"{base['audience']['seconds']:.2f} s)", ratio <= AUDIENCE_RATIO_TARGET,
+            f"≤ {AUDIENCE_RATIO_TARGET}x", f"{ratio:.2f}x ({audience_s:.2f} s in the task, "
+            f"{tasks['audience']['seconds']:.2f} s with its exit, vs {base['audience']['seconds']:.2f} s)",
+            ratio <= AUDIENCE_RATIO_TARGET,
             "" if ratio <= AUDIENCE_RATIO_TARGET else f"{_over(ratio, AUDIENCE_RATIO_TARGET, 'x')}; " + "; ".join(parts),
         ))
     if "ledger" in base:
         rows.append(Row(
             "target (ledger rows) vs a bare INSERT…SELECT of as many rows into a copy of campaign.message",
-            "", f"{tasks['target']['seconds'] / base['ledger']['seconds']:.2f}x ({tasks['target']['seconds']:.2f} s vs "
+            "", f"{tasks['target']['processes'][0]['seconds'] / base['ledger']['seconds']:.2f}x "
+            f"({tasks['target']['processes'][0]['seconds']:.2f} s in the task vs "
             f"{base['ledger']['seconds']:.2f} s for {base['ledger']['rows']:,} rows"
             + (f"; with the foreign key: {base['ledger_fk']['seconds']:.2f} s" if "ledger_fk" in base else "") + ")",
             None,
@@ -123,9 +128,9 @@ def _pipeline_rows(run: dict[str, Any]) -> list[Row]:
         chunks = max(sent, 1) / caps["chunk"]
         rows.append(Row(
             f"frequency cap check per claimed chunk of {caps['chunk']}, ledger of {caps['ledger_rows']:,} rows",
-            "", f"{caps['ms']:.1f} ms ({caps['ms'] * chunks / 1000:,.0f} s over this campaign's {chunks:,.0f} chunks); "
-            f"with an index on in-flight rows (not in the schema): {caps['ms_with_index']:.1f} ms", None,
-            "not applied in the run above: the check scans the whole ledger for in-flight rows",
+            "", f"{caps['ms']:.1f} ms ({caps['ms'] * chunks / 1000:,.0f} s over this campaign's {chunks:,.0f} chunks; "
+            f"the schema's partial indexes on sent and in-flight rows serve it)", None,
+            "not applied in the run above (no caps in its policies): measured on its own",
         ))
     memory = run["runs"].get(str(run.get("memory_profiles")))
     if memory is not None and str(run.get("memory_profiles")) != str(run["profiles"]):

@@ -5,7 +5,7 @@
 -- message whose rule defers is left pending for a later attempt; one that discards is
 -- excluded as quiet_hours. A message with a not_before still ahead is left pending too.
 WITH candidate AS (
-    SELECT m.ctid AS row_id, m.profile_id, m.entity_key,
+    SELECT m.ctid AS row_id, m.profile_id, m.entity_key{profile_fields},
            CASE
                WHEN %(needs_consent)s AND c.status = 'opted_out' THEN 'consent_withdrawn'
                WHEN %(needs_opt_in)s AND c.status IS DISTINCT FROM 'opted_in' THEN 'consent_withdrawn'
@@ -19,6 +19,8 @@ WITH candidate AS (
     FROM campaign.message m
     JOIN crm.profile p ON p.profile_id = m.profile_id
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
+    -- lo moves past each claimed chunk (run/send.py): the index scan starts at the next
+    -- unclaimed seq instead of stepping over the batch's settled rows, one heap visit each.
     WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
       AND m.seq BETWEEN %(lo)s AND %(hi)s AND m.status = 'pending'
       -- Timed by a wait until the recipient's local time of day: not before then.
@@ -38,9 +40,9 @@ claimed AS (
     FROM candidate
     -- The rows just locked, by physical address: a TID scan whatever the statistics say.
     WHERE m.ctid = candidate.row_id
-    RETURNING m.profile_id, m.entity_key, m.address, m.seq, m.status
+    -- The profile fields the templates read come from the candidate's join: no second lookup.
+    RETURNING m.profile_id, m.entity_key, m.address, m.seq, m.status{claimed_fields}
 )
-SELECT claimed.profile_id, claimed.entity_key, claimed.address, claimed.status{profile_fields}
+SELECT claimed.profile_id, claimed.entity_key, claimed.address, claimed.status, claimed.seq{returned_fields}
 FROM claimed
-JOIN crm.profile p ON p.profile_id = claimed.profile_id
 ORDER BY claimed.seq

@@ -10,7 +10,8 @@ FROM (
     FROM campaign.audience_member AS m
     JOIN {entity_table} AS e0 ON e0.{key} = nullif(m.entity_key, '')::{key_type}
     {joins}
-    WHERE m.run_key = %(run_key)s AND m.profile_id = ANY(%(profile_ids)s::bigint[])
+    -- entity_key <> '': only rows with an entity are indexed by profile (migration 0012).
+    WHERE m.run_key = %(run_key)s AND m.profile_id = ANY(%(profile_ids)s::bigint[]) AND m.entity_key <> ''
 ) AS listed
 WHERE %(max_entities)s::integer IS NULL OR listed.position <= %(max_entities)s::integer
 ORDER BY listed.profile_id, listed.position

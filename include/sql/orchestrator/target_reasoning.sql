@@ -23,9 +23,14 @@ WITH member AS (
     FROM ({members}) AS m
     JOIN crm.profile p ON p.profile_id = m.profile_id
     LEFT JOIN crm.consent c ON c.profile_id = m.profile_id AND c.channel = %(consent_channel)s
+    -- OFFSET 0: each member's columns are computed once. Merged into the query above, every
+    -- use of a column repeats its expression (the address checks' regular expressions, the
+    -- step's conditions) wherever the reason's CASE names it.
+    OFFSET 0
 ),
+-- Read twice (the shared addresses below, then every member), so computed once and kept.
 reasoned AS (
-    SELECT member.*,
+    SELECT member.profile_id, member.entity_key, member.address, member.normalized,
            CASE
                WHEN held_out THEN 'holdout'
                WHEN NOT condition_met THEN 'condition_not_met'
@@ -41,21 +46,32 @@ reasoned AS (
            END AS reason
     FROM member
 ),
+-- Two profiles sharing an address: the lowest profile id keeps it. These are the addresses
+-- more than one sendable profile has, each with its keeper, found by hashing (a window over
+-- the address sorted every member by it, a second sort beside the seq's). A sendable member
+-- has an address, so a normalized one: no NULL to match here.
+shared AS (
+    SELECT normalized, min(profile_id) AS keeper
+    FROM reasoned
+    WHERE reason IS NULL
+    GROUP BY normalized
+    HAVING min(profile_id) <> max(profile_id)
+),
 deduplicated AS (
-    -- Two profiles sharing an address: the lowest profile id keeps it. With one message per
-    -- entity, a profile gets at most %(max_per_profile)s of them (lowest entity keys first).
-    SELECT reasoned.*,
+    -- With one message per entity, a profile gets at most %(max_per_profile)s of them (lowest
+    -- entity keys first): the running count of its sendable members by entity key.
+    SELECT reasoned.profile_id, reasoned.entity_key, reasoned.address,
            CASE
-               WHEN reason IS NULL
-                AND dense_rank() OVER (PARTITION BY reason IS NULL, normalized ORDER BY profile_id) > 1
-               THEN 'duplicate_address'
+               WHEN reason IS NULL AND reasoned.profile_id > shared.keeper THEN 'duplicate_address'
                WHEN reason IS NULL AND %(max_per_profile)s::integer IS NOT NULL
-                AND row_number() OVER (PARTITION BY reason IS NULL, profile_id ORDER BY entity_key)
-                    > %(max_per_profile)s::integer
+                AND count(*) FILTER (WHERE reason IS NULL) OVER (
+                        PARTITION BY reasoned.profile_id ORDER BY reasoned.entity_key ROWS UNBOUNDED PRECEDING
+                    ) > %(max_per_profile)s::integer
                THEN 'max_messages_per_profile'
                ELSE reason
            END AS final_reason
     FROM reasoned
+    LEFT JOIN shared ON shared.normalized = reasoned.normalized
 )
 SELECT profile_id, entity_key, address, final_reason
 FROM deduplicated

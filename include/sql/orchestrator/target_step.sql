@@ -5,8 +5,11 @@
 INSERT INTO campaign.message
     (run_key, step_id, profile_id, entity_key, campaign_id, channel, purpose, seq, address, status, reason)
 SELECT %(run_key)s, %(step_id)s, profile_id, entity_key, %(campaign_id)s, %(channel)s, %(purpose)s,
+       -- The seq: the running count of the sendable rows in (profile, entity) order. Its sort
+       -- also hands the rows to the ledger's primary key in the key's order.
        CASE WHEN final_reason IS NULL
-            THEN row_number() OVER (PARTITION BY final_reason IS NULL ORDER BY profile_id, entity_key)
+            THEN count(*) FILTER (WHERE final_reason IS NULL)
+                 OVER (ORDER BY profile_id, entity_key ROWS UNBOUNDED PRECEDING)
        END,
        address,
        CASE WHEN final_reason IS NULL THEN 'pending' WHEN final_reason = 'holdout' THEN 'held_out' ELSE 'excluded' END,

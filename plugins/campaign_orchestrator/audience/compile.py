@@ -49,12 +49,16 @@ class AudienceQuery:
     source_file: Path | None = None
     """Set when ``text`` is exactly one file, so error positions map to its lines."""
     blocks: dict[str, str] = field(default_factory=dict)
+    unique: bool = False
+    """No two rows share (profile_id, entity_key) and no entity_key is NULL, by construction:
+    the evaluation needs no DISTINCT of its own (see :func:`compile_audience`)."""
 
     def limited(self, limit: int) -> AudienceQuery:
         """The first ``limit`` members by profile id: an operator's cap for one run."""
         text = f"SELECT * FROM (\n{self.text}\n) AS unlimited ORDER BY profile_id LIMIT %(run_limit)s"
         return AudienceQuery(
-            text, {**self.params, "run_limit": limit}, f"{self.label} (limit {limit:,})", self.has_entity_key
+            text, {**self.params, "run_limit": limit}, f"{self.label} (limit {limit:,})", self.has_entity_key,
+            unique=self.unique,
         )
 
 
@@ -71,12 +75,21 @@ def compile_audience(
     catalog = load_catalog(paths.root / "include" / "entities.yaml")
     compiled = {name: _compile_block(name, block, catalog, paths, overrides) for name, block in audience.blocks.items()}
     text, params = _combine(audience, compiled)
+    from campaign_orchestrator.config.models import SqlBlock
+
+    # Unique by construction unless a block of the campaign's own SQL is united in: an entity
+    # block is unique by its keys (or DISTINCT, see EntityBlockCompiler.select), a saved
+    # audience by its primary key, several blocks by the UNION, and intersect and exclude only
+    # filter. SQL may repeat a member, or return a NULL entity key beside '' for a profile,
+    # which the evaluation's coalesce makes the same member.
+    union = audience.combine.union if audience.combine else list(compiled)
     return AudienceQuery(
         text,
         params,
         f"audience blocks of {config.id}",
         has_entity_key=True,
         blocks={name: q.text for name, q in compiled.items()},
+        unique=not any(isinstance(audience.blocks[name], SqlBlock) for name in union),
     )
 
 

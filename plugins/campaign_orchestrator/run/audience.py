@@ -93,13 +93,17 @@ def evaluate_audience(
     try:
         with conn.transaction():
             # One evaluation of a run at a time (a retry beside a zombie attempt): the second
-            # waits here, then finds the snapshot frozen. NO KEY: the snapshot's foreign-key
-            # checks on this row are not blocked.
+            # waits here, then finds the snapshot frozen. The lock also holds off deleting the
+            # run until the snapshot is committed (the snapshot has no foreign key to check
+            # run_key, see migration 0012). NO KEY: other tables' foreign-key checks on this
+            # row are not blocked.
             frozen = conn.execute(
                 "SELECT evaluated_at, audience_size FROM campaign.run WHERE run_key = %s FOR NO KEY UPDATE",
                 (run_key,),
             ).fetchone()
-            if frozen and frozen[0] is not None:
+            if frozen is None:
+                raise AudienceError(f"{label}: run {run_key} does not exist (deleted?); its audience cannot be frozen")
+            if frozen[0] is not None:
                 return AudienceResult(int(frozen[1]), frozen_earlier=True)
             columns = probe_audience_columns(conn, audience_query.text, audience_query.params, audience_query)
             if "profile_id" not in columns:
@@ -109,18 +113,17 @@ def evaluate_audience(
             entity_key = (
                 sql.SQL("coalesce(audience.entity_key::text, '')") if "entity_key" in columns else sql.Literal("")
             )
+            # The size is the count of rows inserted: the run's snapshot was empty (never frozen).
             if rules:
                 draft = query("split_draft", audience=audience, entity_key=entity_key, held_out=held_out)
                 conn.execute(draft, {**audience_query.params, **draw_params})
-                _split_by_rules(conn, run_key, rules)
+                size = _split_by_rules(conn, run_key, rules)
             else:
                 statement = query(
-                    "evaluate_audience", audience=audience, entity_key=entity_key, held_out=held_out, segment=segment
+                    "evaluate_audience", audience=audience, entity_key=entity_key, held_out=held_out, segment=segment,
+                    distinct=sql.SQL("" if audience_query.unique else "DISTINCT"),
                 )
-                conn.execute(statement, {**audience_query.params, **draw_params, "run_key": run_key})
-            size = conn.execute(
-                "SELECT count(*) FROM campaign.audience_member WHERE run_key = %s", (run_key,)
-            ).fetchone()[0]
+                size = conn.execute(statement, {**audience_query.params, **draw_params, "run_key": run_key}).rowcount
             if max_audience is not None and size > max_audience:
                 where = Path(label).name if audience_query.source_file else label
                 raise GuardrailExceeded(
@@ -128,7 +131,13 @@ def evaluate_audience(
                     f"Narrow the audience ({where}), raise the guardrail in the campaign file, "
                     f"or trigger the run with the parameter override_max_audience = true"
                 )
+            # Fresh statistics: targeting reads the members by a run_key the old ones never
+            # saw (no B-tree on run_key to correct the estimate) and joins them to profiles.
             conn.execute("ANALYZE campaign.audience_member")
+            # The snapshot's BRIN index finds a run's pages only once they are summarized:
+            # now, rather than whenever autovacuum comes by (never, where it is off), so reading
+            # this run does not read every unsummarized page of the runs before it.
+            conn.execute("SELECT brin_summarize_new_values('campaign.audience_member_run_idx')")
             conn.execute(
                 "UPDATE campaign.run SET evaluated_at = now(), audience_size = %s WHERE run_key = %s",
                 (size, run_key),
@@ -188,8 +197,9 @@ def split_rules(split: Split | None, catalog: Catalog | None = None) -> list[Seg
     return compile_split_rules(split, catalog)
 
 
-def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentRule]) -> None:
-    """From the draft (split_draft.sql): one statement per rule, in order, then the snapshot."""
+def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentRule]) -> int:
+    """From the draft (split_draft.sql): one statement per rule, in order, then the snapshot;
+    returns the members frozen."""
     conn.execute(query("split_prepare"))
     # A last catch-all rule takes whoever is left: the freeze gives it to them directly.
     otherwise = rules[-1].segment if rules[-1].catch_all else None
@@ -203,7 +213,7 @@ def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentR
                 f"audience.split.rules[{index}] (segment {rule.segment}): PostgreSQL rejected the rule: "
                 f"{exc.diag.message_primary or exc}"
             ) from exc
-    conn.execute(query("split_freeze"), {"run_key": run_key, "otherwise": otherwise})
+    frozen = conn.execute(query("split_freeze"), {"run_key": run_key, "otherwise": otherwise}).rowcount
     counts = dict(conn.execute("SELECT segment, count(*) FROM split_segment GROUP BY segment").fetchall())
     left = conn.execute("SELECT count(*) FROM split_candidate").fetchone()[0] - sum(counts.values())
     conn.execute("DROP TABLE audience_draft, split_candidate, split_segment")
@@ -214,6 +224,7 @@ def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentR
         ", ".join(f"{rule.segment} {counts.get(rule.segment, 0):,}" for rule in rules)
         + ("" if otherwise else f", no segment {left:,} (no rule took them; only steps without a segment reach them)"),
     )
+    return frozen
 
 
 def probe_split_rules(conn: psycopg.Connection, rules: list[SegmentRule]) -> None:

@@ -9,12 +9,16 @@ The protocol, per batch (a seq range of one step of one run):
    recording them: the provider may or may not have accepted them. They become
    ``uncertain`` (reported, not resent) or, with ``on_uncertain: resend``, ``pending``.
 3. Claim a chunk of ``pending`` rows (``sending``), re-checking consent and suppression.
+   Claims move forward through the batch's seqs; a pass ends with one claim from the start,
+   for rows passed over because they were not due yet.
 4. Render and send the chunk over the batch's single provider session.
 5. Record every outcome in one statement; rows the provider did not take go back to
-   ``pending``. Repeat from 3. Any ``retry`` outcome ends the batch with
-   :class:`TransientSendError` so Airflow retries the task after its delay. If the store
-   goes away during this write (a restart), the outcomes are written on a new connection
-   once it is back, and the batch ends the same way.
+   ``pending``. Without a rate limiter or send window, that statement is committed together
+   with the next claim (one commit per chunk); otherwise on its own, before waiting. Repeat
+   from 3. Any ``retry`` outcome ends the batch with :class:`TransientSendError` so Airflow
+   retries the task after its delay. If the store goes away during this write (a restart),
+   the outcomes are written on a new connection once it is back, and the batch ends the
+   same way.
 
 So a retried, cleared or re-run batch never resends a ``sent`` row and never skips a
 ``pending`` one. The only window is a hard kill (SIGKILL, power loss) between the provider
@@ -29,7 +33,7 @@ import time
 from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -99,6 +103,19 @@ def batch_lock(lock_conn: psycopg.Connection, key: int) -> Iterator[None]:
             pass
 
 
+@dataclass(frozen=True)
+class _Outcomes:
+    """A sent chunk: its recipients, the provider's outcomes and the ledger status of each."""
+
+    recipients: Sequence[Recipient]
+    outcomes: Sequence[Outcome]
+    status: list[str]
+
+    @property
+    def retry(self) -> int:
+        return self.status.count("pending")
+
+
 class CircuitBreakerOpen(RuntimeError):
     """Too many messages of a batch failed: stop instead of burning the list."""
 
@@ -159,8 +176,16 @@ class BatchSender:
             "claim_messages",
             normalized=sql.SQL(self.spec.normalized_sql),  # type: ignore[arg-type]  # registry's own SQL
             quiet=quiet_hours_sql(self.quiet),
+            # Numbered aliases: a template may name a profile column the CTEs also select.
             profile_fields=sql.SQL("").join(
-                sql.SQL(", p.{}").format(sql.Identifier(f)) for f in renderer.profile_fields
+                sql.SQL(", p.{} AS {}").format(sql.Identifier(f), sql.Identifier(f"field_{i}"))
+                for i, f in enumerate(renderer.profile_fields)
+            ),
+            claimed_fields=sql.SQL("").join(
+                sql.SQL(", candidate.{}").format(sql.Identifier(f"field_{i}")) for i in range(len(renderer.profile_fields))
+            ),
+            returned_fields=sql.SQL("").join(
+                sql.SQL(", claimed.{}").format(sql.Identifier(f"field_{i}")) for i in range(len(renderer.profile_fields))
             ),
         )
 
@@ -220,34 +245,68 @@ class BatchSender:
     def _send_loop(self, conn: psycopg.Connection, batch: Batch, stats: BatchStats, started: float) -> None:
         done = 0
         backoffs = 0
+        # A chunk's outcomes, tallied but not yet written: they go into the same transaction
+        # as the next claim, so a chunk costs one commit (one WAL flush) instead of two. Only
+        # when nothing can come between (no rate limiter, no send window, nothing to retry):
+        # rows are 'sending' only for as long as a claim statement then, as they would be for
+        # the record statement, and a killed worker leaves the same single chunk uncertain.
+        carried: _Outcomes | None = None
+        # Seqs up to here were claimed or passed over (not yet due) in this pass.
+        after = batch.lo - 1
         with self.open_sender() as sender:
-            while True:
-                # Wait for the rate before claiming: rows are 'sending' only while the provider
-                # is called, so a worker killed while waiting leaves nothing uncertain.
-                self.limiter.acquire(min(self.chunk_size, max(1, batch.size - done)))
-                if self._window_closed(conn, batch, stats):
-                    break
-                recipients, late = self._claim(conn, batch)
-                stats.excluded_late += late
-                done += late
-                if not recipients:
-                    if late:
+            try:
+                while True:
+                    if carried is not None and not self._may_carry():
+                        self._write(conn, carried)
+                        carried = None
+                    # Wait for the rate before claiming: rows are 'sending' only while the
+                    # provider is called, so a worker killed while waiting leaves nothing uncertain.
+                    self.limiter.acquire(min(self.chunk_size, max(1, batch.size - done)))
+                    if self._window_closed(conn, batch, stats):
+                        break
+                    # _claim writes them even when the claim fails: they are no longer carried.
+                    previous, carried = carried, None
+                    recipients, late, last = self._claim(conn, batch, previous, after)
+                    stats.excluded_late += late
+                    done += late
+                    if last is None:
+                        if after < batch.lo:
+                            break
+                        # The end of the pass: once more from the start, for rows passed over
+                        # because they were not due yet and have come due since.
+                        after = batch.lo - 1
                         continue
-                    break
-                outcomes = self._send_chunk(sender, recipients)
-                retry = self._record(conn, recipients, outcomes, stats)
-                done += len(recipients)
-                self._log_progress(batch, done, started, stats)
-                self._check_error_rate(batch, stats)
-                if retry and self._back_off(outcomes, batch, backoffs):
-                    backoffs += 1
-                    continue
-                if retry:
-                    raise TransientSendError(
-                        f"{batch.label()}: {retry} messages could not be sent now "
-                        f"({', '.join(o.error or o.reason or '?' for o in outcomes if o.status == 'retry')[:300]}); "
-                        f"{stats.sent} were sent and recorded; the retry sends only what is still pending"
-                    )
+                    after = last
+                    if not recipients:
+                        continue
+                    outcomes = self._send_chunk(sender, recipients)
+                    written = _Outcomes(recipients, outcomes, self._tally(outcomes, stats))
+                    retry = written.retry
+                    done += len(recipients)
+                    if retry or not self._may_carry():
+                        self._write(conn, written)
+                    else:
+                        carried = written
+                    self._log_progress(batch, done, started, stats)
+                    self._check_error_rate(batch, stats)
+                    if retry and self._back_off(outcomes, batch, backoffs):
+                        backoffs += 1
+                        after = batch.lo - 1  # the throttled rows are pending again
+                        continue
+                    if retry:
+                        raise TransientSendError(
+                            f"{batch.label()}: {retry} messages could not be sent now "
+                            f"({', '.join(o.error or o.reason or '?' for o in outcomes if o.status == 'retry')[:300]}); "
+                            f"{stats.sent} were sent and recorded; the retry sends only what is still pending"
+                        )
+            finally:
+                # Whatever ends the loop (the error-rate breaker, a failed claim, a signal),
+                # outcomes the provider gave are written before the task lets go.
+                if carried is not None:
+                    self._write(conn, carried)
+
+    def _may_carry(self) -> bool:
+        return isinstance(self.limiter, NoLimit) and self.policy.deadline is None
 
     def _back_off(self, outcomes: Sequence[Outcome], batch: Batch, backoffs: int) -> bool:
         """Throttled by the provider: wait and carry on with just those messages (they are
@@ -287,11 +346,29 @@ class BatchSender:
             f"the list: the rest stay pending. Fix the cause, then clear the task to resume"
         )
 
-    def _claim(self, conn: psycopg.Connection, batch: Batch) -> tuple[list[Recipient], int]:
+    def _claim(
+        self, conn: psycopg.Connection, batch: Batch, carried: _Outcomes | None = None, after: int = 0
+    ) -> tuple[list[Recipient], int, int | None]:
+        """Claim the next chunk of seqs above ``after``: its sendable recipients, how many were
+        excluded late, and the last seq it covered (None when there was nothing to claim).
+
+        ``carried`` outcomes of the previous chunk are written first, in the same
+        transaction; if that transaction fails they are written on their own."""
+        if carried is None:
+            return self._claim_in_transaction(conn, batch, None, after)
+        try:
+            return self._claim_in_transaction(conn, batch, carried, after)
+        except BaseException:
+            self._write(conn, carried)
+            raise
+
+    def _claim_in_transaction(
+        self, conn: psycopg.Connection, batch: Batch, carried: _Outcomes | None, after: int
+    ) -> tuple[list[Recipient], int, int | None]:
         params = {
             "run_key": self.run_key,
             "step_id": self.step.id,
-            "lo": batch.lo,
+            "lo": max(batch.lo, after + 1),
             "hi": batch.hi,
             "chunk": self.chunk_size,
             "now": self.clock(),
@@ -303,12 +380,16 @@ class BatchSender:
         fields = self.renderer.profile_fields
         recipients: list[Recipient] = []
         late = 0
+        last = None
         with conn.transaction():
+            if carried is not None:
+                self._write_outcomes(conn, carried.recipients, carried.outcomes, carried.status)
             for row in conn.execute(self._claim_sql, params):
+                last = row[4]
                 if row[3] != "sending":
                     late += 1
                     continue
-                recipients.append(Recipient(row[0], row[1], row[2], dict(zip(fields, row[4:]))))
+                recipients.append(Recipient(row[0], row[1], row[2], dict(zip(fields, row[5:]))))
             if self.caps:
                 recipients, capped = apply_frequency_caps(
                     conn, self.caps, self.run_key, self.step.id, self.step.channel, recipients
@@ -318,7 +399,7 @@ class BatchSender:
                 # The entity fields the templates read, one statement per chunk (run/enrichment.py).
                 recipients, gone = self.enrichment.attach_claimed(conn, self.run_key, self.step.id, recipients)
                 late += gone
-        return recipients, late
+        return recipients, late, last
 
     def _send_chunk(self, sender: Sender, recipients: Sequence[Recipient]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(recipients)
@@ -342,18 +423,24 @@ class BatchSender:
             if len(sent) != len(outbound):
                 raise RuntimeError(f"sender returned {len(sent)} outcomes for {len(outbound)} messages")
             for pos, item, outcome in zip(positions, outbound, sent):
-                if outcome.status == "sent" and not outcome.provider_message_id:
-                    outcome = replace(outcome, provider_message_id=item.message_id)
-                if outcome.units is None and item.units is not None and outcome.status in ("sent", "uncertain"):
-                    outcome = replace(outcome, units=item.units)
+                # Our own Message-ID where the provider gives none, and units known at render
+                # time; built directly, as dataclasses.replace costs a few µs per message.
+                status = outcome.status
+                message_id = outcome.provider_message_id
+                units = outcome.units
+                if (status == "sent" and not message_id) or (
+                    units is None and item.units is not None and status in ("sent", "uncertain")
+                ):
+                    if status == "sent" and not message_id:
+                        message_id = item.message_id
+                    if units is None and status in ("sent", "uncertain"):
+                        units = item.units
+                    outcome = Outcome(status, message_id, outcome.reason, outcome.error, units, outcome.disable_address)
                 outcomes[pos] = outcome
         return [o for o in outcomes if o is not None]
 
-    def _record(
-        self, conn: psycopg.Connection, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], stats: BatchStats
-    ) -> int:
-        """Write all outcomes of a chunk in one statement; return how many go back to pending."""
-        retry = 0
+    def _tally(self, outcomes: Sequence[Outcome], stats: BatchStats) -> list[str]:
+        """Count a chunk's outcomes and return the ledger status each message takes."""
         status: list[str] = []
         for outcome in outcomes:
             if outcome.status == "sent":
@@ -366,20 +453,25 @@ class BatchSender:
                 stats.uncertain += 1
                 status.append("uncertain")
             else:
-                retry += 1
+                stats.returned_to_pending += 1
                 status.append("pending")
+        return status
+
+    def _write(self, conn: psycopg.Connection, chunk: _Outcomes) -> None:
+        """Write a chunk's outcomes in their own transaction (rows go back to pending for a
+        ``retry``). If the store connection broke, they are written on a new one once the
+        store is back, and the batch stops so the task's retry resumes from the ledger."""
         try:
-            self._write_outcomes(conn, recipients, outcomes, status)
+            with conn.transaction():
+                self._write_outcomes(conn, chunk.recipients, chunk.outcomes, chunk.status)
         except psycopg.OperationalError as exc:
             if not conn.broken:
                 raise
-            self._write_outcomes_on_new_connection(recipients, outcomes, status, exc)
+            self._write_outcomes_on_new_connection(chunk.recipients, chunk.outcomes, chunk.status, exc)
             raise TransientSendError(
-                f"the store connection broke while recording {len(recipients)} outcomes; they were recorded "
-                f"on a new connection ({stats.sent} sent so far); the retry resumes from the ledger"
+                f"the store connection broke while recording {len(chunk.recipients)} outcomes; they were "
+                f"recorded on a new connection; the retry resumes from the ledger"
             ) from exc
-        stats.returned_to_pending += retry
-        return retry
 
     def _write_outcomes_on_new_connection(
         self, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], status: list[str], lost: Exception
@@ -393,7 +485,7 @@ class BatchSender:
         log.warning("The store connection broke while recording %d outcomes (%s); reconnecting", len(recipients), lost)
         while True:
             try:
-                with self.connect() as fresh:
+                with self.connect() as fresh, fresh.transaction():
                     self._write_outcomes(fresh, recipients, outcomes, status)
                 return
             except psycopg.OperationalError as exc:
@@ -406,49 +498,48 @@ class BatchSender:
     def _write_outcomes(
         self, conn: psycopg.Connection, recipients: Sequence[Recipient], outcomes: Sequence[Outcome], status: list[str]
     ) -> None:
-        """One transaction: rows still ``sending`` take their outcome (a row settled by another
-        attempt meanwhile is left alone, so writing twice changes nothing)."""
-        with conn.transaction():
+        """Inside the caller's transaction: rows still ``sending`` take their outcome (a row
+        settled by another attempt meanwhile is left alone, so writing twice changes nothing)."""
+        conn.execute(
+            """
+            UPDATE campaign.message m
+            SET status = v.status,
+                provider_message_id = v.provider_message_id,
+                reason = v.reason,
+                error = v.error,
+                units = v.units,
+                sent_at = CASE WHEN v.status IN ('sent', 'rendered') THEN now() END,
+                updated_at = now()
+            FROM unnest(%(profile_id)s::bigint[], %(entity_key)s::text[], %(status)s::text[],
+                        %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[],
+                        %(units)s::integer[])
+                 AS v(profile_id, entity_key, status, provider_message_id, reason, error, units)
+            WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
+              AND m.profile_id = v.profile_id AND m.entity_key = v.entity_key
+              AND m.status = 'sending'
+            """,
+            {
+                "run_key": self.run_key,
+                "step_id": self.step.id,
+                "profile_id": [r.profile_id for r in recipients],
+                "entity_key": [r.entity_key for r in recipients],
+                "status": status,
+                "provider_message_id": [o.provider_message_id for o in outcomes],
+                "reason": [o.reason for o in outcomes],
+                "error": [o.error for o in outcomes],
+                "units": [o.units for o in outcomes],
+            },
+        )
+        dead = [r.profile_id for r, o in zip(recipients, outcomes) if o.disable_address]
+        if dead and self.step.channel == "push":
+            # Not retried next run: the profile is excluded until a new token arrives.
             conn.execute(
                 """
-                UPDATE campaign.message m
-                SET status = v.status,
-                    provider_message_id = v.provider_message_id,
-                    reason = v.reason,
-                    error = v.error,
-                    units = v.units,
-                    sent_at = CASE WHEN v.status IN ('sent', 'rendered') THEN now() END,
-                    updated_at = now()
-                FROM unnest(%(profile_id)s::bigint[], %(entity_key)s::text[], %(status)s::text[],
-                            %(provider_message_id)s::text[], %(reason)s::text[], %(error)s::text[],
-                            %(units)s::integer[])
-                     AS v(profile_id, entity_key, status, provider_message_id, reason, error, units)
-                WHERE m.run_key = %(run_key)s AND m.step_id = %(step_id)s
-                  AND m.profile_id = v.profile_id AND m.entity_key = v.entity_key
-                  AND m.status = 'sending'
+                UPDATE crm.profile SET push_disabled_at = now(), push_disabled_reason = 'provider_disabled'
+                WHERE profile_id = ANY(%s) AND push_disabled_at IS NULL
                 """,
-                {
-                    "run_key": self.run_key,
-                    "step_id": self.step.id,
-                    "profile_id": [r.profile_id for r in recipients],
-                    "entity_key": [r.entity_key for r in recipients],
-                    "status": status,
-                    "provider_message_id": [o.provider_message_id for o in outcomes],
-                    "reason": [o.reason for o in outcomes],
-                    "error": [o.error for o in outcomes],
-                    "units": [o.units for o in outcomes],
-                },
+                (dead,),
             )
-            dead = [r.profile_id for r, o in zip(recipients, outcomes) if o.disable_address]
-            if dead and self.step.channel == "push":
-                # Not retried next run: the profile is excluded until a new token arrives.
-                conn.execute(
-                    """
-                    UPDATE crm.profile SET push_disabled_at = now(), push_disabled_reason = 'provider_disabled'
-                    WHERE profile_id = ANY(%s) AND push_disabled_at IS NULL
-                    """,
-                    (dead,),
-                )
 
     def _log_progress(self, batch: Batch, done: int, started: float, stats: BatchStats) -> None:
         elapsed = max(time.monotonic() - started, 1e-6)

@@ -54,6 +54,10 @@ class ConsentRules:
         return cls(needs_consent=marketing, needs_opt_in=marketing and step.consent == "opt_in")
 
 
+class TargetingError(RuntimeError):
+    """A step cannot be targeted; the message says why."""
+
+
 @dataclass(frozen=True)
 class TargetingResult:
     sendable: int
@@ -128,15 +132,31 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
             (run_key, step.id),
         ).fetchone()
         if done is None:
+            # The ledger has no foreign key to the run (migration 0012): this is the check it
+            # made and the lock it took (no deleting the run under its targeting), once, not
+            # once per row.
+            if conn.execute(
+                "SELECT FROM campaign.run WHERE run_key = %s FOR KEY SHARE", (run_key,)
+            ).fetchone() is None:
+                raise TargetingError(f"run {run_key} does not exist (deleted?); step {step.id} cannot be targeted")
+            # JIT compiling the ledger insert's expressions took longer (a second at a million
+            # members) than evaluating them; the statements after it are no better candidates.
+            conn.execute("SET LOCAL jit = off")
             conn.execute(
                 query("target_step", reasoning=reasoning_sql(config, step)), reasoning_params(run_key, config, step)
             )
             # After a wait until a local time of day: each recipient's own send time.
             time_messages(conn, run_key, config, step)
-            sendable = conn.execute(
-                "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s AND seq IS NOT NULL",
-                (run_key, step.id),
-            ).fetchone()[0]
+            # The rows just written by reason, in one scan: NULL is the sendable (numbered by
+            # seq), the others what was excluded and why.
+            excluded = dict(
+                conn.execute(
+                    "SELECT reason, count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s "
+                    "GROUP BY reason ORDER BY reason NULLS FIRST",
+                    (run_key, step.id),
+                ).fetchall()
+            )
+            sendable = excluded.pop(None, 0)
             # Fresh statistics after a bulk insert: the claims and updates that follow plan
             # on them (a table that looks empty gets nested loops over every row).
             conn.execute("ANALYZE campaign.message")
@@ -146,16 +166,18 @@ def target_step(conn: psycopg.Connection, run_key: int, config: CampaignConfig, 
             )
         else:
             sendable = done[0]
-    excluded = dict(
-        conn.execute(
-            """
-            SELECT reason, count(*) FROM campaign.message
-            WHERE run_key = %s AND step_id = %s AND status IN ('excluded', 'held_out')
-            GROUP BY reason ORDER BY reason
-            """,
-            (run_key, step.id),
-        ).fetchall()
-    )
+    if done is not None:
+        # Targeted earlier: the exclusions as the ledger has them now.
+        excluded = dict(
+            conn.execute(
+                """
+                SELECT reason, count(*) FROM campaign.message
+                WHERE run_key = %s AND step_id = %s AND status IN ('excluded', 'held_out')
+                GROUP BY reason ORDER BY reason
+                """,
+                (run_key, step.id),
+            ).fetchall()
+        )
     return TargetingResult(int(sendable), {k: int(v) for k, v in excluded.items()}, filtered_earlier=done is not None)
 
 

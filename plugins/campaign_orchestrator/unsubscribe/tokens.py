@@ -27,6 +27,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -46,6 +47,7 @@ _DOMAIN = b"unsubscribe.v1."
 _MAX_TOKEN = 1024
 _MIN_SECRET = 16
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class TokenError(ValueError):
@@ -91,7 +93,8 @@ class TokenPayload:
 
 
 def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode, without its two Python-level calls.
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def _b64decode(text: str) -> bytes:
@@ -108,20 +111,31 @@ def _b64decode(text: str) -> bytes:
 
 
 def _mac(secret: str, encoded_payload: str) -> bytes:
-    return hmac.new(secret.encode("utf-8"), _DOMAIN + encoded_payload.encode("ascii"), hashlib.sha256).digest()
+    return hmac.digest(secret.encode("utf-8"), _DOMAIN + encoded_payload.encode("ascii"), "sha256")
+
+
+def _payload_json(profile_id: int, channel: str, campaign_id: str, message_ref: str, expires: int) -> str:
+    fields = [_VERSION, profile_id, channel, campaign_id, message_ref, expires]
+    if type(profile_id) is int and type(expires) is int and all(type(s) is str for s in fields[2:5]):
+        # What json.dumps below writes for exact ints (their repr) and strs (its own ASCII
+        # escaper), without building an encoder per token; anything else takes json.dumps.
+        return (
+            f"[{_VERSION},{profile_id},{encode_basestring_ascii(channel)},{encode_basestring_ascii(campaign_id)},"
+            f"{encode_basestring_ascii(message_ref)},{expires}]"
+        )
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+
+
+def _sign(secret: str, profile_id: int, channel: str, campaign_id: str, message_ref: str, expires: int) -> str:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    encoded = _b64encode(_payload_json(profile_id, channel, campaign_id, message_ref, expires).encode("ascii"))
+    return f"{encoded}.{_b64encode(_mac(secret, encoded))}"
 
 
 def sign(payload: TokenPayload, secret: str) -> str:
     """The token for ``payload``, signed with ``secret``."""
-    if payload.channel not in CHANNELS:
-        raise ValueError(f"unknown channel {payload.channel!r}")
-    body = json.dumps(
-        [_VERSION, payload.profile_id, payload.channel, payload.campaign_id, payload.message_ref, payload.expires],
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    encoded = _b64encode(body.encode("ascii"))
-    return f"{encoded}.{_b64encode(_mac(secret, encoded))}"
+    return _sign(secret, payload.profile_id, payload.channel, payload.campaign_id, payload.message_ref, payload.expires)
 
 
 def _decode(encoded: str) -> TokenPayload:
@@ -296,7 +310,8 @@ def email_link(
     settings: UnsubscribeSettings, profile_id: int, campaign_id: str, message_ref: str, expires: int
 ) -> tuple[str, dict[str, str]]:
     """The ``unsubscribe_url`` of one email and its two headers."""
-    token = settings.token(TokenPayload(profile_id, "email", campaign_id, message_ref, expires))
+    # settings.token() without a TokenPayload per message.
+    token = _sign(settings.secrets[0], profile_id, "email", campaign_id, message_ref, expires)
     url = settings.url(token)
     return url, unsubscribe_headers(settings, url, token)
 

@@ -268,3 +268,26 @@ def test_a_block_deduplicates_only_where_its_joins_can_repeat_a_member(conn, blo
     if needs_distinct:  # the data has the repeats DISTINCT removes
         undistinct = compiled.blocks["b"].replace("SELECT DISTINCT", "SELECT", 1)
         assert conn.execute(f"SELECT count(*) FROM ({undistinct}) AS b", compiled.params).fetchone()[0] > rows
+
+
+BY_IDS = {"sql": "audiences/by_ids.sql", "params": {"profile_ids": list(range(1, 4001, 3))}}
+
+
+@pytest.mark.parametrize("blocks, unique", [
+    ({"b": {"from": "booking"}}, True),  # its own DISTINCT: profiles with several bookings
+    ({"b": {"from": "booking", "entity_key": "booking"}}, True),  # one row per booking
+    ({"fr": {"from": "profile", "where": {"country_code": "FR"}}, "b": {"from": "booking"}}, True),  # UNION
+    ({"ids": BY_IDS}, False),  # the campaign's own SQL: only the evaluation's DISTINCT makes it unique
+    ({"ids": BY_IDS, "b": {"from": "booking"}}, False),
+])
+def test_the_snapshot_has_each_member_once_with_or_without_a_distinct_of_its_own(conn, blocks, unique) -> None:
+    config = campaign({"blocks": blocks})
+    compiled = compile_audience(config, PATHS)
+    assert compiled.unique is unique and compiled.limited(100).unique is unique
+    run_key = register_run(conn, config.id, "r1", None, {})
+    size = evaluate_audience(conn, run_key, compiled, None, None).size
+    rows, members = conn.execute(
+        "SELECT count(*), count(DISTINCT (profile_id, entity_key)) FROM campaign.audience_member WHERE run_key = %s",
+        (run_key,),
+    ).fetchone()
+    assert size == rows == members > 0

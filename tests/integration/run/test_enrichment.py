@@ -256,3 +256,24 @@ def test_a_proof_fills_entity_and_entities_from_the_profiles_own_bookings(trips,
     add_profiles(trips, [{"profile_id": 4, "email": "dee@example.com", "first_name": "Dee"}])
     with pytest.raises(ProofError, match="profile 4 has no booking to fill entity with"):
         send_proof(trips, trip, trip.steps[0], paths, 4, ["qa@example.com"])
+
+
+def test_a_chunks_entities_are_looked_up_by_profile_through_an_index(trips, paths) -> None:
+    """One statement per chunk of a one-message-per-profile send: the snapshot's rows with an
+    entity are indexed by (run, profile) (migration 0012), and the statement can use it."""
+    from psycopg import sql
+
+    config = campaign(template="digest", message_per="profile")
+    step = config.steps[0]
+    run_key = register_run(trips, config.id, "r1", None, {})
+    evaluate_audience(trips, run_key, compile_audience(config, paths), None, None)
+    renderer, _ = build_channel(step, config, run_key, paths)
+    enrichment = step_enrichment(config, step, renderer.template_fields, paths)
+    assert enrichment is not None
+    statement = sql.SQL("EXPLAIN ") + enrichment.statement(trips, "of_profiles")
+    with trips.transaction(force_rollback=True):
+        # Only an index scan is left to choose: a scan of the whole run is what it replaces.
+        trips.execute("SET LOCAL enable_seqscan = off")
+        trips.execute("SET LOCAL enable_bitmapscan = off")
+        plan = [row[0] for row in trips.execute(statement, {"run_key": run_key, "profile_ids": [1, 2], "max_entities": None})]
+    assert any("audience_member_entity_idx on audience_member" in line for line in plan), "\n".join(plan)

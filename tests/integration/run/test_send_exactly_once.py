@@ -238,3 +238,51 @@ def test_messages_past_the_send_window_are_excluded_and_counted(store, project, 
     reasons = {r for (r,) in store.execute(
         "SELECT reason FROM campaign.message WHERE run_key = %s AND status = 'excluded'", (run.run_key,))}
     assert reasons == {"send_window_expired"}
+
+
+def test_outcomes_carried_to_the_next_claim_are_written_when_that_claim_fails(store, project, smtp_server) -> None:
+    """Without a rate limiter a chunk's outcomes are committed with the next claim; if that
+    claim fails, they are still written, so nothing the server accepted is left 'sending'."""
+    from datetime import datetime, timezone
+
+    run = Run(store, project, profiles=30)
+    calls = 0
+
+    def clock_failing_at_the_third_claim() -> datetime:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("the claim broke")
+        return datetime.now(timezone.utc)
+
+    renderer, open_sender = build_channel(run.step, run.config, run.run_key, run.paths)
+    sender = BatchSender(store_connection, run.run_key, run.step, renderer, open_sender, chunk_size=10,
+                         clock=clock_failing_at_the_third_claim)
+    with pytest.raises(RuntimeError, match="the claim broke"):
+        sender.run(run.batches[0])
+    assert run.ledger() == Counter({"sent": 20, "pending": 10})
+    assert len(delivered(smtp_server)) == 20
+
+
+def test_messages_coming_due_during_a_pass_are_sent_by_the_same_attempt(store, project, smtp_server) -> None:
+    """Claims move forward through the batch; the pass ends with one more claim from its
+    start, which takes what was passed over because it was not due yet."""
+    from datetime import datetime, timedelta, timezone
+
+    run = Run(store, project, profiles=40)
+    start = datetime.now(timezone.utc)
+    store.execute(
+        "UPDATE campaign.message SET not_before = %s WHERE run_key = %s AND seq BETWEEN 5 AND 8",
+        (start + timedelta(seconds=1), run.run_key),
+    )
+    ticks = iter([start])  # the first claim runs before they are due, every later one after
+
+    def clock() -> datetime:
+        return next(ticks, start + timedelta(seconds=2))
+
+    renderer, open_sender = build_channel(run.step, run.config, run.run_key, run.paths)
+    stats = BatchSender(store_connection, run.run_key, run.step, renderer, open_sender, chunk_size=10,
+                        clock=clock).run(run.batches[0])
+    assert stats.sent == 40 and stats.deferred == 0
+    assert run.ledger() == Counter({"sent": 40})
+    assert delivered(smtp_server) == Counter({address(i): 1 for i in range(1, 41)})

@@ -9,7 +9,7 @@ import pytest
 from campaign_orchestrator.config.models import CampaignConfig
 from campaign_orchestrator.run.audience import AudienceError, GuardrailExceeded, evaluate_audience
 from campaign_orchestrator.run.runs import register_run
-from campaign_orchestrator.run.targeting import plan_batches, target_step
+from campaign_orchestrator.run.targeting import TargetingError, plan_batches, target_step
 from tests.fixtures.store import add_profiles, suppress
 
 pytestmark = pytest.mark.integration
@@ -89,6 +89,28 @@ def test_marketing_opt_in_excludes_everyone_without_consent_with_a_reason(store,
         "SELECT profile_id, seq FROM campaign.message WHERE run_key = %s AND seq IS NOT NULL ORDER BY seq", (run_key,)
     ).fetchall()
     assert seqs == [(1, 1), (10, 2)]
+
+
+def test_the_lowest_sendable_profile_keeps_a_shared_address(store, everyone) -> None:
+    add_profiles(store, [
+        {"profile_id": 1, "email": "shared@example.com", "consent": {"email": "opted_out"}},
+        {"profile_id": 2, "email": "Shared@example.com", "consent": {"email": "opted_in"}},
+        {"profile_id": 3, "email": "shared@example.com ", "consent": {"email": "opted_in"}},
+        {"profile_id": 4, "email": "other@example.com", "consent": {"email": "opted_in"}},
+        {"profile_id": 5, "email": "SHARED@example.com", "consent": {"email": "opted_in"}},
+    ])
+    run_key, result = run(store, config(), everyone)
+    assert statuses(store, run_key) == {
+        1: ("excluded", "opted_out"),  # not sendable: the address goes to the next one
+        2: ("pending", None),
+        3: ("excluded", "duplicate_address"),
+        4: ("pending", None),
+        5: ("excluded", "duplicate_address"),
+    }
+    seqs = store.execute(
+        "SELECT profile_id, seq FROM campaign.message WHERE run_key = %s AND seq IS NOT NULL ORDER BY seq", (run_key,)
+    ).fetchall()
+    assert seqs == [(2, 1), (4, 2)] and result.sendable == 2
 
 
 def test_not_opted_out_policy_counts_unknown_as_consent(store, everyone) -> None:
@@ -193,6 +215,51 @@ def test_guardrail_fails_with_a_clear_message_and_records_nothing(store, everyon
         evaluate_audience(store, run_key, everyone, {"min_id": 0}, 5)
     count = store.execute("SELECT count(*) FROM campaign.audience_member WHERE run_key = %s", (run_key,)).fetchone()
     assert count == (0,)
+
+
+def test_a_deleted_run_is_neither_evaluated_nor_targeted(store, everyone) -> None:
+    """The snapshot and the ledger have no foreign key to the run (migration 0012): the run's
+    row, read under a lock, is the check."""
+    add_profiles(store, PROFILES[:3])
+    cfg = config()
+    run_key = register_run(store, cfg.id, "r1", None, {})
+    store.execute("DELETE FROM campaign.run WHERE run_key = %s", (run_key,))
+    with pytest.raises(AudienceError, match=f"run {run_key} does not exist"):
+        evaluate_audience(store, run_key, everyone, {"min_id": 0}, None)
+    with pytest.raises(TargetingError, match=f"run {run_key} does not exist"):
+        target_step(store, run_key, cfg, cfg.steps[0])
+    assert store.execute(
+        "SELECT (SELECT count(*) FROM campaign.audience_member), (SELECT count(*) FROM campaign.message)"
+    ).fetchone() == (0, 0)
+
+
+def test_a_run_deleted_while_it_is_targeted_takes_the_new_ledger_rows_with_it(store, store_dsn, everyone) -> None:
+    """The delete waits for the targeting to commit, then deletes what it wrote: no ledger row
+    is left without its run."""
+    import threading
+
+    import psycopg
+
+    add_profiles(store, PROFILES)
+    cfg = config()
+    run_key = register_run(store, cfg.id, "r1", None, {})
+    evaluate_audience(store, run_key, everyone, {"min_id": 0}, None)
+    with psycopg.connect(store_dsn, autocommit=True) as targeting, psycopg.connect(store_dsn, autocommit=True) as admin:
+        with targeting.transaction():
+            target_step(targeting, run_key, cfg, cfg.steps[0])  # not committed yet
+            deleter = threading.Thread(
+                target=lambda: admin.execute("DELETE FROM campaign.run WHERE run_key = %s", (run_key,))
+            )
+            deleter.start()
+            while deleter.is_alive() and not store.execute(  # the delete waits on the run's row
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (admin.info.backend_pid,)
+            ).fetchone()[0]:
+                deleter.join(0.01)
+            assert deleter.is_alive()
+        deleter.join(10)
+    assert store.execute(
+        "SELECT (SELECT count(*) FROM campaign.audience_member), (SELECT count(*) FROM campaign.message)"
+    ).fetchone() == (0, 0)
 
 
 def test_sql_errors_name_file_line_and_column(store, tmp_path: Path) -> None:

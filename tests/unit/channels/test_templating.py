@@ -3,7 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.filters import do_urlencode
+from markupsafe import Markup
 
 from campaign_orchestrator.channels.templating import (
     TemplateCheckError,
@@ -50,6 +54,38 @@ def test_sandbox_blocks_python_internals_and_mutation(tmp_path: Path, source: st
     write(tmp_path, {"t/body.txt": source})
     with pytest.raises(SecurityError):
         render(tmp_path, "t/body.txt")
+
+
+def test_templates_see_jinja_globals_with_the_sandbox_range(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "t/body.txt": "{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}"
+        "{{ ns.n }} {{ dict(a=1).a }} {{ cycler('x', 'y').next() }} {{ joiner()() }}.",
+        "t/huge.txt": "{{ range(10 ** 7) | length }}",
+    })
+    assert render(tmp_path, "t/body.txt") == "6 1 x ."
+    with pytest.raises(OverflowError):  # the sandbox's range(), not the builtin
+        render(tmp_path, "t/huge.txt")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(max_codepoint=127)),
+    st.text().map(Markup),
+    st.integers(),
+    st.none(),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
+    st.lists(st.tuples(st.text(max_size=5), st.integers())),
+))
+def test_urlencode_filter_is_jinjas(value: object) -> None:
+    urlencode = template_environment(Path(__file__).parent).filters["urlencode"]
+    assert urlencode(value) == do_urlencode(value)
+
+
+def test_urlencode_in_templates(tmp_path: Path) -> None:
+    write(tmp_path, {"t/body.html": "<a href='/p?m={{ message.id | urlencode }}&c={{ campaign.id | urlencode }}'>"})
+    rendered = render(tmp_path, "t/body.html", campaign={"id": "été/x y"})
+    assert rendered == "<a href='/p?m=%3Cm%40x%3E&c=%C3%A9t%C3%A9/x%20y'>"
 
 
 def test_html_is_escaped_and_text_is_not(tmp_path: Path) -> None:

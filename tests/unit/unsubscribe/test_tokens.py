@@ -5,7 +5,10 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from campaign_orchestrator.unsubscribe import tokens
 from campaign_orchestrator.unsubscribe.tokens import (
     CONN_ID,
     CachedSettings,
@@ -15,6 +18,7 @@ from campaign_orchestrator.unsubscribe.tokens import (
     TokenPayload,
     UnsubscribeNotConfigured,
     UnsubscribeSettings,
+    email_link,
     load_settings,
     sign,
     unsubscribe_headers,
@@ -214,3 +218,90 @@ def test_default_expiry_is_sixty_days() -> None:
     settings = UnsubscribeSettings(secrets=(SECRET,))
     assert expiry(settings, now=NOW) == NOW + 60 * 86_400
     assert abs(expiry(settings) - (time.time() + 60 * 86_400)) < 5
+
+
+# Signed by the first implementation (json.dumps, hmac.new): links already in mailboxes.
+KNOWN_TOKENS = [
+    (
+        TokenPayload(42, "email", "winter_sale", "7:offer_email:booking-9", 1767225600),
+        "a-secret-of-32-characters-long!!",
+        "WzEsNDIsImVtYWlsIiwid2ludGVyX3NhbGUiLCI3Om9mZmVyX2VtYWlsOmJvb2tpbmctOSIsMTc2NzIyNTYwMF0"
+        ".UjZOO_Nw4TV0jKAHoHXOFZFbr-LWnZ8wsHUtF6XWSz4",
+    ),
+    (
+        TokenPayload(-1, "push", 'été "quoted" \\ \u2028 🎉', "\x00\x1f\x7f", 0),
+        "sécret-non-ascii-0123456789",
+        "WzEsLTEsInB1c2giLCJcdTAwZTl0XHUwMGU5IFwicXVvdGVkXCIgXFwgXHUyMDI4IFx1ZDgzY1x1ZGY4OSIs"
+        "Ilx1MDAwMFx1MDAxZlx1MDA3ZiIsMF0"
+        ".KqdvA9pGTQ6wKAnUnn3hxar2qDDOC-TGLiSnkgHOaDA",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "secret", "token"), KNOWN_TOKENS)
+def test_tokens_are_the_ones_signed_before(payload: TokenPayload, secret: str, token: str) -> None:
+    assert sign(payload, secret) == token
+    assert verify(token, [secret], now=payload.expires - 1) == payload
+
+
+def test_email_link_signs_like_sign() -> None:
+    settings_ = UnsubscribeSettings(secrets=(SECRET, OLD), base_url="https://c.example")
+    url, headers = email_link(settings_, 42, "winter_sale", "7:offer_email:booking-9", NOW + 3600)
+    assert url == unsubscribe_url(settings_, PAYLOAD)
+    assert headers == unsubscribe_headers(settings_, url, sign(PAYLOAD, SECRET))
+
+
+def reference_token(payload: TokenPayload, secret: str) -> str:
+    """The token as first specified: json.dumps, hmac.new, base64.urlsafe_b64encode."""
+    import hashlib
+    import hmac
+
+    body = json.dumps(
+        [1, payload.profile_id, payload.channel, payload.campaign_id, payload.message_ref, payload.expires],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    encoded = b64(body.encode("ascii"))
+    mac = hmac.new(secret.encode(), b"unsubscribe.v1." + encoded.encode(), hashlib.sha256).digest()
+    return f"{encoded}.{b64(mac)}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    profile_id=st.integers(),
+    channel=st.sampled_from(sorted(tokens.CHANNELS)),
+    campaign_id=st.text(),
+    message_ref=st.text(),
+    expires=st.integers(min_value=NOW + 1, max_value=2**70),
+    secret=st.text(min_size=16),
+)
+def test_tokens_match_the_reference_and_verify(
+    profile_id: int, channel: str, campaign_id: str, message_ref: str, expires: int, secret: str
+) -> None:
+    payload = TokenPayload(profile_id, channel, campaign_id, message_ref, expires)
+    token = reference_token(payload, secret)
+    assert sign(payload, secret) == token
+    if len(token) <= 1024:
+        assert verify(token, [secret], now=NOW) == payload
+
+
+class IntSubclass(int):
+    def __format__(self, spec: str) -> str:
+        return "not-json"
+
+
+class StrSubclass(str):
+    def __format__(self, spec: str) -> str:
+        return "not-json"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (True, "email", "c", "r", 5),
+        (IntSubclass(3), "email", "c", "r", IntSubclass(9)),
+        (1, "email", StrSubclass("c"), StrSubclass("r"), 5),
+    ],
+)
+def test_payload_json_of_unusual_types_is_json_dumps(fields: tuple) -> None:
+    assert tokens._payload_json(*fields) == json.dumps([1, *fields], separators=(",", ":"), ensure_ascii=True)

@@ -5,7 +5,8 @@ with non-ASCII headers; ``bench/bench_mime.py`` measures it), many times the cos
 rendering it. A campaign's messages differ only in a few
 headers and two bodies, so :class:`MimeBuilder` computes the constant part once per step
 (From, Reply-To, MIME headers, boundary) and per message only formats To, Subject, Date and
-Message-ID and quoted-printable-encodes the bodies with :func:`binascii.b2a_qp` (C).
+Message-ID and quoted-printable-encodes the bodies with :func:`binascii.b2a_qp` (C), line by
+line: the lines of the template, the same in every message, are encoded once (:class:`QpLines`).
 
 What the output guarantees (``tests/unit/channels/email/test_mime.py`` checks it against
 the stdlib parser):
@@ -41,6 +42,11 @@ _ENCODED_CHUNK = 42
 _LONGEST_WORD = 69
 """A longer word cannot fit on a 78-character line after ``Subject: ``: it is encoded,
 which splits it."""
+
+_QP_CACHE_CHARS = 1_000_000
+"""Characters of body lines and their encodings a builder keeps, per body part."""
+_QP_CACHED_LINE = 2000
+"""Longer lines are encoded every time and not kept."""
 
 _HEADER_WS = re.compile(r"[ \x00-\x1f\x7f\x85\u2028\u2029]+")
 _NEEDS_CLEANING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]|  |^ | $")
@@ -162,6 +168,63 @@ def _qp(text: str) -> bytes:
     return out.replace(b"\n", b"\r\n")
 
 
+class QpLines(dict[str, bytes | None]):
+    """Quoted-printable encodings of the lines of one template's bodies.
+
+    Quoted-printable encodes each line on its own, and most lines of a rendered body are
+    the template's, the same for every recipient: :meth:`encode` looks each line up and
+    encodes only those it has not seen (the ones a recipient changes, mostly), all in one
+    :func:`_qp` call. Lines are kept until they fill :data:`_QP_CACHE_CHARS`; after that
+    the template's lines, met first, are still there, and new lines are encoded each time.
+    Like its builder, used by one thread at a time.
+    """
+
+    __slots__ = ("_budget", "_last", "_new")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._budget = _QP_CACHE_CHARS
+        self._new: list[str] = []
+        # The previous body's last line, kept apart: it has no LF after it, and b2a_qp folds
+        # a line ending in a space or tab differently at the end of its input.
+        self._last: tuple[str, bytes] = ("", b"")
+
+    def __missing__(self, line: str) -> None:
+        self._new.append(line)
+
+    def encode(self, text: str) -> bytes:
+        """:func:`_qp` of ``text``, byte for byte."""
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, last = text.split("\n")
+        # map() over the dict's own __getitem__: known lines cost no Python call.
+        encoded = [*map(self.__getitem__, lines)]
+        new = self._new
+        if new:
+            self._new = []  # before _qp, which raises for a lone surrogate
+            if 2 * len(new) > len(lines) and len(self) >= len(lines):
+                # Mostly new lines, though as many are known: personalised throughout,
+                # where keeping lines costs more than encoding the body whole.
+                return _qp(text)
+        if new or last != self._last[0]:
+            # The new lines and the last one in one _qp call, cut at its hard breaks: CRLF
+            # not after "=" (a soft break is "=" CRLF, and an encoded line never ends with
+            # "=", which is itself encoded). NUL, always encoded, stands in for the soft
+            # breaks' CRLF meanwhile.
+            batch = _qp("\n".join([*new, last])).replace(b"=\r\n", b"=\0")
+            *fresh, end = [piece.replace(b"=\0", b"=\r\n") for piece in batch.split(b"\r\n")]
+            self._last = (last, end)
+            if new:
+                known = dict(zip(new, fresh))
+                encoded = [known[line] if qp is None else qp for line, qp in zip(lines, encoded)]
+                for line, piece in known.items():
+                    if len(line) <= _QP_CACHED_LINE and self._budget > 0:
+                        self._budget -= len(line) + len(piece)
+                        self[line] = piece
+        encoded.append(self._last[1])
+        return b"\r\n".join(encoded)  # type: ignore[arg-type]  # no None is left
+
+
 def _fold_line(line: bytes) -> bytes:
     parts = []
     while len(line) > 76:
@@ -183,7 +246,10 @@ def _custom_header(name: str, value: str) -> str:
     if "\r" in value or "\n" in value or not value.isascii():
         raise ValueError(f"header {name} must be one line of ASCII: {value[:80]!r}")
     value = value.strip(" \t")
-    return fold(name, _FOLD_POINT.split(value)) if len(name) + len(value) > 76 else f"{name}: {value}\r\n"
+    if len(name) + len(value) <= 76:
+        return f"{name}: {value}\r\n"
+    # No space, no fold point (one long URL): the regex would scan it to return it whole.
+    return fold(name, _FOLD_POINT.split(value) if " " in value else [value])
 
 
 class MimeBuilder:
@@ -226,6 +292,8 @@ class MimeBuilder:
         self._clock = clock
         self._date_second = -1
         self._date = ""
+        self._text_lines = QpLines()
+        self._html_lines = QpLines()
 
     def _date_header(self) -> str:
         second = int(self._clock())
@@ -261,4 +329,6 @@ class MimeBuilder:
             f"{self._top}{to_line}{subject_header(subject)}{self._date_header()}"
             f"Message-ID: {message_id}\r\n{extra}{self._tail}"
         )
-        return b"".join((head.encode("ascii"), _qp(text), self._between, _qp(html), self._end))
+        return b"".join(
+            (head.encode("ascii"), self._text_lines.encode(text), self._between, self._html_lines.encode(html), self._end)
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/campaign-orchestrator/message-id")
 """Fixed forever: Message-IDs of past runs must stay reproducible."""
+_NAMESPACE_BYTES = MESSAGE_ID_NAMESPACE.bytes
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+"""First hex digit of the clock_seq field: its top two bits set to the RFC 4122 variant (10)."""
 
 
 class CampaignInfo(Protocol):
@@ -29,11 +33,20 @@ class CampaignInfo(Protocol):
     description: str
 
 
+def message_uuid(name: str) -> str:
+    """``str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))``, a quarter of its cost: the same SHA-1
+    of namespace and name, formatted without building a :class:`uuid.UUID`."""
+    digits = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).hexdigest()
+    # The first 16 bytes, with the version (5) in the 13th digit and the variant in the 17th.
+    return (
+        f"{digits[:8]}-{digits[8:12]}-5{digits[13:16]}-{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:32]}"
+    )
+
+
 def message_id(run_key: int, step_id: str, profile_id: int, entity_key: str, domain: str) -> str:
     """The same message always gets the same Message-ID, across retries and attempts, so
     a message resent after an uncertain outcome can be recognised as a duplicate."""
-    key = uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{run_key}:{step_id}:{profile_id}:{entity_key}")
-    return f"<{key}@{domain}>"
+    return f"<{message_uuid(f'{run_key}:{step_id}:{profile_id}:{entity_key}')}@{domain}>"
 
 
 class EmailRenderer(Renderer):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
+from campaign_orchestrator.channels.email.render import message_uuid
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.sms.segments import non_gsm7, segments
 from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts, template_environment
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
 def message_id(run_key: int, step_id: str, profile_id: int, entity_key: str) -> str:
     """The same message always gets the same id (a UUID), across retries and attempts."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{run_key}:{step_id}:{profile_id}:{entity_key}"))
+    return message_uuid(f"{run_key}:{step_id}:{profile_id}:{entity_key}")
 
 
 class SmsRenderer(Renderer):

@@ -10,8 +10,11 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from campaign_orchestrator.channels.email.mime import MimeBuilder, envelope_address
+from campaign_orchestrator.channels.email import mime
+from campaign_orchestrator.channels.email.mime import MimeBuilder, QpLines, envelope_address
 
 CLOCK = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MID = "<0b7e1d6c-5f35-5d0c-9a44-2d3f1c0e9b11@acme.example>"
@@ -212,6 +215,15 @@ def test_long_extra_header_is_folded() -> None:
     assert parse(raw)["List-Unsubscribe"] == value
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab<>:/., \t\x0b\x1f", max_size=200))
+def test_extra_headers_fold_at_single_spaces_only(value: str) -> None:
+    line = mime._custom_header("List-Unsubscribe", value)
+    stripped = value.strip(" \t")
+    assert line == mime.fold("List-Unsubscribe", mime._FOLD_POINT.split(stripped))
+    assert line.replace("\r\n ", " ") == f"List-Unsubscribe: {stripped}\r\n"
+
+
 TRICKY_BODIES = [
     "",
     "Hi Ana",
@@ -301,3 +313,58 @@ def test_quoted_printable_line_rules_hold_at_the_edges() -> None:
         payload = raw.partition(b"\r\n\r\n")[2]
         assert not any(line.startswith(b"From ") or line.endswith((b" ", b"\t")) for line in payload.split(b"\r\n"))
         assert lf(parse(raw).get_body(("plain",)).get_content()) == body
+
+
+# Pieces that put a trailing space or tab, a lone ".", an "=", a non-ASCII character, a
+# "From " or a CR/LF mix at the end of a line, of a soft-broken line or of the body.
+QP_PIECES = ["a", "é", "日", "🎉", "=", " ", "\t", ".", "\r", "\n", "\r\n", "\n\r", "From ", "\nFrom ",
+             "x" * 70, "x" * 74 + " ", "x" * 75 + "\t", "y" * 73 + "=", "\x00", "\x7f", ".\n"]
+qp_texts = st.lists(st.one_of(st.sampled_from(QP_PIECES), st.text(max_size=90)), max_size=30).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(qp_texts, min_size=1, max_size=4))
+def test_line_by_line_quoted_printable_is_the_whole_body_encoding(texts: list[str]) -> None:
+    # One cache for all: a line met before, as a middle or as the last line, comes from it.
+    lines = QpLines()
+    for text in texts:
+        for body in (text, text + "\n", f"{text}\n{text}", text.rstrip("\r\n"), text + " "):
+            assert lines.encode(body) == mime._qp(body), body
+            assert lines.encode(body) == mime._qp(body), body  # now every line is known
+
+
+def test_a_body_that_cannot_be_encoded_fails_alone() -> None:
+    lines = QpLines()
+    with pytest.raises(UnicodeEncodeError):
+        lines.encode("Hi\nlone \ud800 surrogate\nend")
+    assert lines.encode("Hi\nthere\nend") == mime._qp("Hi\nthere\nend")
+
+
+def test_line_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mime, "_QP_CACHE_CHARS", 20_000)
+    lines = QpLines()
+    for n in range(2000):
+        body = f"static line\nHi {n},\n" + "z" * (mime._QP_CACHED_LINE + 1) + f"\n{n}\nstatic end"
+        assert lines.encode(body) == mime._qp(body)
+        assert sum(len(line) + len(qp or b"") for line, qp in lines.items()) <= 20_000 + 3 * mime._QP_CACHED_LINE
+    assert "static line" in lines  # the template's lines, met first, stay
+    assert all(len(line) <= mime._QP_CACHED_LINE for line in lines)
+
+
+def test_bodies_personalised_throughout_are_encoded_whole() -> None:
+    lines = QpLines()
+    for n in range(50):
+        body = "\n".join(f"{n} line {i}" for i in range(20))
+        assert lines.encode(body) == mime._qp(body)
+    assert len(lines) < 40  # not every line of every body
+
+
+def test_builder_output_does_not_depend_on_what_it_built_before() -> None:
+    b = builder()
+    bodies = ["From a\n. \n" + "x" * 80 + "\t\nend ", "end \nFrom a", "x" * 74 + " \n. ", ". "]
+    first = [build(b, text=body, html=body[::-1]) for body in bodies]
+    assert [build(b, text=body, html=body[::-1]) for body in bodies] == first
+    for body, raw in zip(bodies, first):
+        fresh = builder()  # an empty cache, another boundary
+        expected = raw.replace(b.boundary.encode(), fresh.boundary.encode())
+        assert build(fresh, text=body, html=body[::-1]) == expected

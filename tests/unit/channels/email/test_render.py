@@ -8,10 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaign_orchestrator.channels.base import Recipient, RenderRejected
 from campaign_orchestrator.channels.email import build_email_channel
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id
+from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id, message_uuid
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.config.models import EmailStep
 from campaign_orchestrator.paths import ProjectPaths
@@ -186,3 +188,18 @@ def test_transactional_needs_no_connection_and_gets_no_headers(
     message = email.message_from_bytes(out.payload, policy=email.policy.default)
     assert message["List-Unsubscribe"] is None and message["List-Unsubscribe-Post"] is None
     assert message.get_body(("plain",)).get_content() == "[]"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text())
+def test_message_uuid_is_uuid5(name: str) -> None:
+    assert message_uuid(name) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+
+
+def test_message_uuid_is_uuid5_for_every_variant_digit() -> None:
+    # 4,000 names cover each of the 16 values of the digit the variant bits are set in.
+    for n in range(4000):
+        name = f"7:main:{n}:booking-{n % 13}"
+        assert message_uuid(name) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
+    expected = f"<{uuid.uuid5(MESSAGE_ID_NAMESPACE, '7:main:42:')}@acme.example>"
+    assert message_id(7, "main", 42, "", "acme.example") == expected
