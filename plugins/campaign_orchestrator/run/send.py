@@ -427,14 +427,12 @@ class BatchSender:
                 # time; built directly, as dataclasses.replace costs a few µs per message.
                 status = outcome.status
                 message_id = outcome.provider_message_id
+                if status == "sent" and not message_id:
+                    message_id = item.message_id
                 units = outcome.units
-                if (status == "sent" and not message_id) or (
-                    units is None and item.units is not None and status in ("sent", "uncertain")
-                ):
-                    if status == "sent" and not message_id:
-                        message_id = item.message_id
-                    if units is None and status in ("sent", "uncertain"):
-                        units = item.units
+                if units is None and status in ("sent", "uncertain"):
+                    units = item.units
+                if message_id != outcome.provider_message_id or units != outcome.units:
                     outcome = Outcome(status, message_id, outcome.reason, outcome.error, units, outcome.disable_address)
                 outcomes[pos] = outcome
         return [o for o in outcomes if o is not None]
