@@ -146,15 +146,21 @@ def test_a_changed_rate_applies_from_the_next_acquire(
     fast = configured_limiter("100")
     fast.acquire(100)  # the whole burst: the bucket is empty
 
-    slow = configured_limiter("4")  # a new task starts with a lowered rate
+    # A new task starts with a lowered rate. What accrued at the old rate until then is kept,
+    # but the new burst caps it at 4 tokens however long the task took to start: 9 tokens
+    # need at least (9 - 4)/4 s at 4/s, against 0.05 s at the old 100/s.
+    slow = configured_limiter("4")
+    slow.configure()
     started = time.monotonic()
-    slow.acquire(5)
-    assert time.monotonic() - started >= 0.9  # ≈ 5/4 s from an (almost) empty bucket at 4/s
+    slow.acquire(9)
+    assert time.monotonic() - started >= 1.2
 
-    # A sender configured earlier follows the bucket's latest rate, not its own.
+    # A sender configured earlier follows the bucket's latest rate, not its own. The last take
+    # left about a token over (more only if that sleep overshot by half a second), so 5 tokens
+    # need over 0.5 s at 4/s; at 100/s they would take 0.05 s.
     started = time.monotonic()
-    fast.acquire(2)
-    assert time.monotonic() - started >= 0.4  # 2 tokens at 4/s, not at 100/s
+    fast.acquire(5)
+    assert time.monotonic() - started >= 0.5
 
     raised = configured_limiter("1000")
     started = time.monotonic()
