@@ -21,11 +21,14 @@ Baselines, measured in the same run on the same data (largest size only):
 - ``render``: a bare Jinja loop (plain environment) over the same three templates for
   ``--render-sample`` profiles, and the step's own renderer (sandbox, Message-ID, signed
   unsubscribe link, MIME) over the same profiles;
-- ``audience_pk`` / ``audience_pk_fk`` / ``ledger_fk``: the same inserts into tables with the
-  snapshot's primary key, and with the foreign key to ``campaign.run`` (where the time goes);
+- ``audience_columns`` / ``audience_indexes``: the same audience insert with the snapshot's
+  columns into an index-free table, then into a copy of ``campaign.audience_member`` with its
+  indexes; ``ledger_fk``: the ledger insert with a foreign key to ``campaign.run`` (where the
+  time goes);
 - ``caps``: one claimed chunk's frequency-cap check against this ledger.
 
-The result (``--json``) has, per size, each task's seconds and peak RSS, and the baselines.
+Each task and each baseline starts after a ``CHECKPOINT``, so none pays for the writes of the
+one before. The result (``--json``) has, per size, each task's seconds and peak RSS, and the baselines.
 """
 
 from __future__ import annotations
@@ -133,6 +136,7 @@ def run_pipeline(profiles: int, args: argparse.Namespace, baselines: bool) -> di
     try:
         run["tasks"]["seed"] = run_tasks("seed", [base], env, logs)
         for stage in STAGES:
+            checkpoint(dsn)
             if stage == "send":
                 batches = run["tasks"]["plan"]["result"]
                 shares = [batches[i :: args.workers] for i in range(args.workers)]
@@ -150,6 +154,14 @@ def run_pipeline(profiles: int, args: argparse.Namespace, baselines: bool) -> di
     run["campaign_s"] = sum(run["tasks"][stage]["seconds"] for stage in STAGES)
     run["campaign_with_start_s"] = sum(run["tasks"][stage]["process_s"] for stage in STAGES)
     return run
+
+
+def checkpoint(dsn: str) -> None:
+    """Flush what the previous step wrote before the next one is timed: a task or baseline
+    must not pay for the dirty pages and WAL of the one before it (the seed writes gigabytes),
+    and each starts from the same state."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
 
 def task_env(admin_dsn: str, dbname: str) -> dict[str, str]:
@@ -270,6 +282,7 @@ def measure_baselines(
     figures: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.bare_audience (profile_id bigint, entity_key text)")
+        checkpoint(dsn)
         started = time.perf_counter()
         rows = conn.execute(
             sql.SQL("INSERT INTO public.bare_audience SELECT a.profile_id, a.entity_key FROM ({}) AS a").format(
@@ -278,19 +291,21 @@ def measure_baselines(
             audience.params,
         ).rowcount
         figures["audience"] = {"seconds": time.perf_counter() - started, "rows": rows}
-        # Where the snapshot's own cost goes: the same rows into a table with its primary
-        # key, then with its foreign key to campaign.run as well (checked row by row).
-        for key, table, extra in (
-            ("audience_pk", "bare_audience_pk", ""),
-            ("audience_pk_fk", "bare_audience_pk_fk", ", FOREIGN KEY (run_key) REFERENCES campaign.run"),
+        # Where the snapshot's own cost goes: the same rows with the snapshot's columns (run
+        # key, holdout flag, segment) into a table without indexes, then into a copy of
+        # campaign.audience_member with its indexes (BRIN on run_key, unique on entity keys).
+        for key, table, like in (
+            ("audience_columns", "bare_audience_columns", "INCLUDING DEFAULTS"),
+            ("audience_indexes", "bare_audience_indexes", "INCLUDING ALL"),
         ):
-            conn.execute(sql.SQL(
-                "CREATE TABLE public.{} (run_key bigint, profile_id bigint, entity_key text, "
-                "PRIMARY KEY (run_key, profile_id, entity_key){})").format(sql.Identifier(table), sql.SQL(extra)))
+            conn.execute(sql.SQL("CREATE TABLE public.{} (LIKE campaign.audience_member {})").format(
+                sql.Identifier(table), sql.SQL(like)))
             run_key = conn.execute("SELECT min(run_key) FROM campaign.run").fetchone()[0]
+            checkpoint(dsn)
             started = time.perf_counter()
             conn.execute(
-                sql.SQL("INSERT INTO public.{} SELECT %(run_key)s, a.profile_id, a.entity_key FROM ({}) AS a").format(
+                sql.SQL("INSERT INTO public.{} (run_key, profile_id, entity_key, held_out, segment) "
+                        "SELECT %(run_key)s, a.profile_id, a.entity_key, false, NULL FROM ({}) AS a").format(
                     sql.Identifier(table), sql.SQL(audience.text)),  # type: ignore[arg-type]
                 {**audience.params, "run_key": run_key},
             )
@@ -300,6 +315,7 @@ def measure_baselines(
             "SELECT count(*) FROM campaign.message WHERE campaign_id = %s", (CAMPAIGN_ID,)
         ).fetchone()[0]
         conn.execute("CREATE TABLE public.bare_message (LIKE campaign.message INCLUDING ALL)")
+        checkpoint(dsn)
         started = time.perf_counter()
         conn.execute(
             """
@@ -315,6 +331,7 @@ def measure_baselines(
         conn.execute("TRUNCATE public.bare_message")
         conn.execute("ALTER TABLE public.bare_message ADD FOREIGN KEY (run_key) REFERENCES campaign.run")
         run_key = conn.execute("SELECT min(run_key) FROM campaign.run").fetchone()[0]
+        checkpoint(dsn)
         started = time.perf_counter()
         conn.execute(
             """

@@ -87,8 +87,8 @@ def _pipeline_rows(run: dict[str, Any]) -> list[Row]:
         audience_s = tasks["audience"]["processes"][0]["seconds"]
         ratio = audience_s / base["audience"]["seconds"]
         parts = []
-        for key, label in (("audience_pk", "same insert into a table with the snapshot's primary key"),
-                           ("audience_pk_fk", "and its foreign key to campaign.run")):
+        for key, label in (("audience_columns", "the same insert with the snapshot's columns"),
+                           ("audience_indexes", "and its indexes")):
             if key in base:
                 parts.append(f"{label}: {base[key]['seconds']:.2f} s")
         rows.append(Row(

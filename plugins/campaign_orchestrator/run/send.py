@@ -13,8 +13,8 @@ The protocol, per batch (a seq range of one step of one run):
    for rows passed over because they were not due yet.
 4. Render and send the chunk over the batch's single provider session.
 5. Record every outcome in one statement; rows the provider did not take go back to
-   ``pending``. Without a rate limiter or send window, that statement is committed together
-   with the next claim (one commit per chunk); otherwise on its own, before waiting. Repeat
+   ``pending``. Without a rate limiter, that statement is committed together with the next
+   claim (one commit per chunk); otherwise on its own, before waiting for tokens. Repeat
    from 3. Any ``retry`` outcome ends the batch with :class:`TransientSendError` so Airflow
    retries the task after its delay. If the store goes away during this write (a restart),
    the outcomes are written on a new connection once it is back, and the batch ends the
@@ -247,7 +247,7 @@ class BatchSender:
         backoffs = 0
         # A chunk's outcomes, tallied but not yet written: they go into the same transaction
         # as the next claim, so a chunk costs one commit (one WAL flush) instead of two. Only
-        # when nothing can come between (no rate limiter, no send window, nothing to retry):
+        # when nothing can come between (no rate limiter to wait for, nothing to retry):
         # rows are 'sending' only for as long as a claim statement then, as they would be for
         # the record statement, and a killed worker leaves the same single chunk uncertain.
         carried: _Outcomes | None = None
@@ -306,7 +306,9 @@ class BatchSender:
                     self._write(conn, carried)
 
     def _may_carry(self) -> bool:
-        return isinstance(self.limiter, NoLimit) and self.policy.deadline is None
+        # A send window only compares the clock between chunks (and, once it has closed,
+        # excludes pending rows, which carried outcomes are not): nothing waits in between.
+        return isinstance(self.limiter, NoLimit)
 
     def _back_off(self, outcomes: Sequence[Outcome], batch: Batch, backoffs: int) -> bool:
         """Throttled by the provider: wait and carry on with just those messages (they are

@@ -264,6 +264,30 @@ def test_outcomes_carried_to_the_next_claim_are_written_when_that_claim_fails(st
     assert len(delivered(smtp_server)) == 20
 
 
+def test_a_send_window_closing_between_chunks_writes_the_carried_outcomes(store, project, smtp_server) -> None:
+    """A send window (every campaign has one, 12 hours by default) still lets a chunk's
+    outcomes ride with the next claim; when the window closes before that claim, they are
+    written on their own and only what was never claimed is excluded."""
+    from datetime import datetime, timedelta, timezone
+
+    run = Run(store, project, profiles=30)
+    deadline = datetime.now(timezone.utc) + timedelta(hours=1)
+    calls = 0
+
+    def clock_closing_the_window_after_the_first_chunk() -> datetime:
+        nonlocal calls
+        calls += 1  # 1: the window check, 2: the first claim, 3: the next window check
+        return deadline - timedelta(minutes=5) if calls <= 2 else deadline + timedelta(seconds=1)
+
+    renderer, open_sender = build_channel(run.step, run.config, run.run_key, run.paths)
+    sender = BatchSender(store_connection, run.run_key, run.step, renderer, open_sender, chunk_size=10,
+                         policy=SendPolicy(deadline=deadline), clock=clock_closing_the_window_after_the_first_chunk)
+    stats = sender.run(run.batches[0])
+    assert (stats.sent, stats.excluded_late) == (10, 20)
+    assert run.ledger() == Counter({"sent": 10, "excluded": 20})
+    assert len(delivered(smtp_server)) == 10
+
+
 def test_messages_coming_due_during_a_pass_are_sent_by_the_same_attempt(store, project, smtp_server) -> None:
     """Claims move forward through the batch; the pass ends with one more claim from its
     start, which takes what was passed over because it was not due yet."""
