@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,9 @@ class Trap:
       (lands wherever the sender then is: reading the reply, recording, claiming, rendering);
     - ``drop_after_data``: record, then close the connection without answering;
     - ``drop_before_data``: close the connection at this message's RCPT;
-    - ``reply``: answer ``reply`` (e.g. ``451 4.7.1 rate limited``) for ``times`` messages;
+    - ``reply``: answer ``reply`` (e.g. ``451 4.7.1 rate limited``) for ``times`` messages,
+      or with ``seconds``, to every message for that long after the first (a throttling
+      episode: the server refuses until the sender has slowed down for a while);
     - ``call``: call ``callback()`` while the message waits for its reply (e.g. restart the
       store, commit an opt-out), then accept it.
     """
@@ -48,8 +51,11 @@ class Trap:
     delay: float = 0.0
     reply: str = ""
     times: int = 1
+    seconds: float = 0.0
     callback: Callable[[], None] | None = None
     fired: threading.Event = field(default_factory=threading.Event)
+    until: float | None = None
+    """With ``seconds``: when the episode ends (set when it springs)."""
 
 
 @dataclass
@@ -66,8 +72,17 @@ class ChaosHandler:
         """Count this message and return the trap it springs, if any."""
         with self.lock:
             self._seen += 1
-            for trap in self.traps:
+            for trap in list(self.traps):
                 if trap.action in kinds and trap.at <= self._seen:
+                    if trap.seconds:
+                        now = time.monotonic()
+                        if trap.until is None:
+                            trap.until = now + trap.seconds
+                        if now >= trap.until:
+                            self.traps.remove(trap)  # the episode is over
+                            continue
+                        trap.fired.set()
+                        return trap
                     trap.times -= 1
                     if trap.times <= 0:
                         self.traps.remove(trap)

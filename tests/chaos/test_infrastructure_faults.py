@@ -163,23 +163,26 @@ def test_smtp_server_drops_connections_mid_batch(
 
 
 def test_smtp_throttling_answers(chaos_run: ChaosRun, sink: ChaosSink, chaos_summary: list[str]) -> None:
-    """``451 4.7.1`` (try later) for 30 messages in a row, and ``421 4.7.0`` (closing the
-    session) twice for one message: the refused messages stay pending, the batch stops and
-    its retry sends them; nothing is lost or sent twice."""
+    """Two throttling episodes: ``451 4.7.1 ... slow down`` to every message for 2.5 s, then
+    ``421 4.7.0 Rate limit exceeded`` (closing the session) for 1.5 s. Each refused message
+    stays pending, the batch backs off in place and sends it once the server accepts again:
+    one attempt, nothing lost or sent twice."""
     sendable = chaos_run.prepare(5_000)
-    sink.arm(Trap(at=1_234, action="reply", reply="451 4.7.1 Too many messages, slow down", times=30))
-    sink.arm(Trap(at=3_456, action="reply", reply="421 4.7.0 Rate limit exceeded, closing connection", times=2))
+    sink.arm(Trap(at=1_234, action="reply", reply="451 4.7.1 Too many messages, slow down", seconds=2.5))
+    sink.arm(Trap(at=3_456, action="reply", reply="421 4.7.0 Rate limit exceeded, closing connection", seconds=1.5))
     started = time.monotonic()
     attempts = chaos_run.run_to_completion()
+    log = "".join(a.log_tail for a in attempts)
 
     report = chaos_run.finalize()["steps"][0]
     tally = check_exactly_once(chaos_run, sink.handler.by_message_id())
     assert not sink.handler.traps
     assert tally.sent == sendable == report["sent"] and tally.uncertain == 0
-    assert len(attempts) == 3  # one stop per throttling episode, then the finishing attempt
+    assert len(attempts) == 1, "throttling is waited out in place, not by failing the task"
+    assert "throttled by the provider; backing off" in log
     chaos_summary.append(
-        f"chaos smtp throttling: 30 x 451 + 2 x 421, {sendable} sendable, {tally.delivered} delivered, "
-        f"0 uncertain, 0 lost, 0 duplicates, {len(attempts)} attempts, {time.monotonic() - started:.0f}s"
+        f"chaos smtp throttling: 451 for 2.5 s + 421 for 1.5 s, {sendable} sendable, {tally.delivered} delivered, "
+        f"0 uncertain, 0 lost, 0 duplicates, {len(attempts)} attempt, {time.monotonic() - started:.0f}s"
     )
 
 

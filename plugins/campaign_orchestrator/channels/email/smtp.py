@@ -10,16 +10,22 @@ side of that line a failure fell on:
 - a reply of 2xx to the content: ``sent``; 5xx to RCPT, DATA or the content: ``failed``
   (``rejected``); 5xx to MAIL (our sender is refused, a configuration error): ``retry``;
   4xx at any step: ``retry`` (``deferred``);
+- a 4xx reply (421 included) whose text says the server is limiting our rate ("rate limit
+  exceeded", "slow down", "throttling failure", "quota"...): ``retry``
+  (``throttled``), and the rest of the call is not attempted (also ``throttled``): the batch
+  backs off in place and resends them (run/send.py), rather than pressing on or failing
+  the task;
 - the connection breaks before the content's last byte left, or the server answers 421
-  (closing the session): nothing was accepted, so the sender reconnects once and tries the
-  message again; if that fails too, this and every remaining message of the call are
-  ``retry``;
+  (closing the session) for another reason: nothing was accepted, so the sender reconnects
+  once and tries the message again; if that fails too, this and every remaining message of
+  the call are ``retry``;
 - it breaks after the content left but before the reply: ``uncertain``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How servers word a rate limit in a 4xx reply ("454 Throttling failure: Maximum sending rate
+# exceeded", "421 4.7.28 ... unusual rate of mail", "451 Too many messages, slow down"). Not
+# "try again later", which greylisting says too (a retry minutes later passes it), nor "too
+# many messages" alone, which is also a per-session cap that a new session passes at once.
+_THROTTLING = re.compile(r"\brate\b|throttl|slow down|exceeded|quota", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class SmtpReply:
@@ -47,15 +59,24 @@ class SmtpReply:
     def __str__(self) -> str:
         return f"{self.stage}: {self.code} {self.text}"
 
+    @property
+    def throttling(self) -> bool:
+        """A temporary refusal because we send too fast or too much."""
+        return 400 <= self.code < 500 and _THROTTLING.search(self.text) is not None
+
 
 class SmtpConnectionLost(Exception):
     """The session ended during a transaction; ``delivered`` says whether the whole message
     had been handed to the server without a reply (so it may have been accepted)."""
 
-    def __init__(self, stage: str, cause: BaseException | str, delivered: bool = False) -> None:
+    def __init__(
+        self, stage: str, cause: BaseException | str, delivered: bool = False, reply: SmtpReply | None = None
+    ) -> None:
         super().__init__(f"connection lost at {stage}: {cause}")
         self.stage = stage
         self.delivered = delivered
+        self.reply = reply
+        """The server's 421, when it closed the session itself."""
 
 
 class CampaignSmtpHook(SmtpHook):
@@ -123,7 +144,7 @@ class CampaignSmtpHook(SmtpHook):
             # The server is closing the session (often: too many messages on one connection).
             # It refused this message explicitly, so a new session may send it.
             self.disconnect()
-            raise SmtpConnectionLost(stage, str(reply))
+            raise SmtpConnectionLost(stage, str(reply), reply=reply)
         if not (stage == "END" and 200 <= code < 300):
             self._reset()
         return reply
@@ -172,14 +193,16 @@ class SmtpSender(Sender):
 
     def send(self, messages: Sequence[Outbound]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        gave_up: str | None = None
+        # After a lost connection or a rate limit, the rest of the call is left for later
+        # with the same reason: pressing on would only collect more refusals.
+        gave_up: Outcome | None = None
         for message in messages:
             if gave_up is None:
                 outcome = self._send_one(message)
-                if outcome.reason == "connection_lost":
-                    gave_up = outcome.error
+                if outcome.reason in ("connection_lost", "throttled"):
+                    gave_up = Outcome("retry", reason=outcome.reason, error=f"not attempted after: {outcome.error}")
             else:
-                outcome = Outcome("retry", reason="connection_lost", error=gave_up)
+                outcome = gave_up
             outcomes.append(outcome)
         return outcomes
 
@@ -202,6 +225,9 @@ class SmtpSender(Sender):
             except SmtpConnectionLost as exc:
                 if exc.delivered:
                     return Outcome("uncertain", reason="connection_lost_after_data", error=str(exc))
+                if exc.reply is not None and exc.reply.throttling:
+                    # A new session at once would be refused the same way: back off first.
+                    return Outcome("retry", reason="throttled", error=str(exc.reply))
                 error = str(exc)
                 log.warning("SMTP %s; reconnecting", error)
                 continue
@@ -219,7 +245,7 @@ def _outcome(reply: SmtpReply) -> Outcome:
     if 500 <= reply.code < 600:
         return Outcome("failed", reason="rejected", error=str(reply))
     if 400 <= reply.code < 500:
-        return Outcome("retry", reason="deferred", error=str(reply))
+        return Outcome("retry", reason="throttled" if reply.throttling else "deferred", error=str(reply))
     # An unparsable or out-of-protocol reply: after the content we cannot tell.
     if reply.stage == "END":
         return Outcome("uncertain", reason="unexpected_reply", error=str(reply))

@@ -82,6 +82,26 @@ def test_temporary_refusal_is_retried_later(smtp_server: SmtpServer) -> None:
     assert outcomes[1].reason == "deferred" and "451" in outcomes[1].error
 
 
+def test_a_rate_limit_reply_is_throttled_and_the_rest_waits(smtp_server: SmtpServer) -> None:
+    # Pressing on would collect more refusals: the batch backs off, then resends these.
+    smtp_server.handler.rcpt_replies["user1@example.com"] = "451 4.7.1 Too many messages, slow down"
+    with SmtpSender(BUILDER.envelope_from, smtp_server.conn_id) as sender:
+        outcomes = sender.send([outbound(a) for a in addresses(4)])
+    assert statuses(outcomes) == ["sent", "retry", "retry", "retry"]
+    assert {o.reason for o in outcomes[1:]} == {"throttled"}
+    assert "451" in outcomes[1].error and "not attempted" in outcomes[2].error
+    assert [r.rcpt_tos for r in smtp_server.handler.messages] == [["user0@example.com"]]
+
+
+def test_a_session_closed_for_rate_is_throttled_without_reconnecting(smtp_server: SmtpServer) -> None:
+    smtp_server.handler.rcpt_replies["user1@example.com"] = "421 4.7.0 Rate limit exceeded, closing connection"
+    with SmtpSender(BUILDER.envelope_from, smtp_server.conn_id) as sender:
+        outcomes = sender.send([outbound(a) for a in addresses(3)])
+    assert statuses(outcomes) == ["sent", "retry", "retry"]
+    assert {o.reason for o in outcomes[1:]} == {"throttled"}
+    assert smtp_server.handler.connections == 1  # a new session at once would be refused too
+
+
 def test_dropped_connection_mid_batch_leaves_the_rest_for_retry(smtp_server: SmtpServer) -> None:
     smtp_server.handler.drop_at_rcpt["user2@example.com"] = 99  # the server keeps dropping it
     with SmtpSender(BUILDER.envelope_from, smtp_server.conn_id) as sender:
