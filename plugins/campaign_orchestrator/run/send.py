@@ -15,8 +15,9 @@ The protocol, per batch (a seq range of one step of one run):
 5. Record every outcome in one statement; rows the provider did not take go back to
    ``pending``. Without a rate limiter, that statement is committed together with the next
    claim (one commit per chunk); otherwise on its own, before waiting for tokens. Repeat
-   from 3. Any ``retry`` outcome ends the batch with :class:`TransientSendError` so Airflow
-   retries the task after its delay. If the store goes away during this write (a restart),
+   from 3. A chunk the provider throttled (every ``retry`` is ``throttled``) is waited out
+   in place, a few times per batch; any other ``retry`` outcome ends the batch with
+   :class:`TransientSendError` so Airflow retries the task after its delay. If the store goes away during this write (a restart),
    the outcomes are written on a new connection once it is back, and the batch ends the
    same way.
 
