@@ -131,7 +131,7 @@ def _measure(conn: psycopg.Connection, dsn: str, channel: str, args: argparse.Na
 
     from campaign_orchestrator.channels.factory import build_channel
     from campaign_orchestrator.channels.registry import effective_connection_id
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.run.audience import evaluate_audience
     from campaign_orchestrator.run.runs import register_run

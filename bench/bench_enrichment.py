@@ -43,7 +43,7 @@ except ImportError:  # not installed: use the checkout
 from campaign_orchestrator.audience.catalog import load_catalog  # noqa: E402
 from campaign_orchestrator.audience.compile import compile_audience  # noqa: E402
 from campaign_orchestrator.channels.templating import TemplateFields  # noqa: E402
-from campaign_orchestrator.config.models import CampaignConfig  # noqa: E402
+from campaign_orchestrator.config.campaign import CampaignConfig# noqa: E402
 from campaign_orchestrator.paths import ProjectPaths  # noqa: E402
 from campaign_orchestrator.run.audience import evaluate_audience  # noqa: E402
 from campaign_orchestrator.run.enrichment import enrichment_for  # noqa: E402

@@ -31,7 +31,7 @@ from campaign_orchestrator.channels.base import Recipient  # noqa: E402
 from campaign_orchestrator.channels.email.mime import MimeBuilder  # noqa: E402
 from campaign_orchestrator.channels.email.render import EmailRenderer  # noqa: E402
 from campaign_orchestrator.channels.templating import template_environment  # noqa: E402
-from campaign_orchestrator.config.models import EmailStep  # noqa: E402
+from campaign_orchestrator.config.channels import EmailStep# noqa: E402
 from campaign_orchestrator.paths import ProjectPaths  # noqa: E402
 
 SENDER = "Acme Travel <news@acme.example>"

@@ -24,7 +24,7 @@ from campaign_orchestrator.paths import ProjectPaths
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
 
 INVALID_TAG = "invalid-config"
 CRON_PRESETS = {

@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql
 from campaign_orchestrator.audience.catalog import Catalog, Hop, load_catalog
 
 if TYPE_CHECKING:
-    from campaign_orchestrator.config.models import Audience, CampaignConfig, EntityBlock, SqlBlock
+    from campaign_orchestrator.config.audience import Audience, EntityBlock, SqlBlock
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
 
 _PARAM = re.compile(r"%\((\w+)\)s")
@@ -75,7 +76,7 @@ def compile_audience(
     catalog = load_catalog(paths.root / "include" / "entities.yaml")
     compiled = {name: _compile_block(name, block, catalog, paths, overrides) for name, block in audience.blocks.items()}
     text, params = _combine(audience, compiled)
-    from campaign_orchestrator.config.models import SqlBlock
+    from campaign_orchestrator.config.audience import SqlBlock
 
     # Unique by construction unless a block of the campaign's own SQL is united in: an entity
     # block is unique by its keys (or DISTINCT, see EntityBlockCompiler.select), a saved
@@ -108,7 +109,7 @@ class _Compiled:
 def _compile_block(
     name: str, block: EntityBlock | SqlBlock, catalog: Catalog, paths: ProjectPaths, overrides: dict[str, Any]
 ) -> _Compiled:
-    from campaign_orchestrator.config.models import SavedBlock, SqlBlock
+    from campaign_orchestrator.config.audience import SavedBlock, SqlBlock
 
     if isinstance(block, SavedBlock):
         # The version is resolved when the run evaluates; a missing one fails with its name.
@@ -171,7 +172,7 @@ def _combine(audience: Audience, compiled: dict[str, _Compiled]) -> tuple[str, d
 
 def _entity_matched_blocks(audience: Audience, names: list[str]) -> set[str]:
     """Intersect/exclude blocks keyed by the same catalog entity as every union block."""
-    from campaign_orchestrator.config.models import EntityBlock
+    from campaign_orchestrator.config.audience import EntityBlock
 
     keyed = audience.keyed_blocks()
     union = audience.combine.union if audience.combine else list(audience.blocks)

@@ -22,11 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from campaign_orchestrator.audience.compile import AudienceCompileError, EntityBlockCompiler
-from campaign_orchestrator.config.models import EntityBlock, parse_order_by
+from campaign_orchestrator.config.audience import EntityBlock
+from campaign_orchestrator.config.base import parse_order_by
 
 if TYPE_CHECKING:
     from campaign_orchestrator.audience.catalog import Catalog
-    from campaign_orchestrator.config.models import Split, SplitRule
+    from campaign_orchestrator.config.audience import Split, SplitRule
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 _DIALECT = postgresql.psycopg.dialect()

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from campaign_orchestrator.channels.base import Renderer, Sender
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.config.campaign import CampaignConfig
+    from campaign_orchestrator.config.channels import Step
     from campaign_orchestrator.paths import ProjectPaths
 
 

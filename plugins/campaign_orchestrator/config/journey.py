@@ -11,15 +11,17 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
+from campaign_orchestrator.config.steps import WaitStep, WaitUntil
+
 if TYPE_CHECKING:
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    # Type-only: config/campaign.py imports this module to check the graph it validates.
+    from campaign_orchestrator.config.campaign import CampaignConfig
+    from campaign_orchestrator.config.channels import Step
 
 
 def check_journey(config: CampaignConfig) -> None:
     """Raise ValueError naming ``steps[i].field`` for unknown references, cycles, conditions
     on steps that are not upstream, and misplaced segments or waits."""
-    from campaign_orchestrator.config.models import WaitStep, WaitUntil
-
     index = {step.id: i for i, step in enumerate(config.steps)}
     for i, step in enumerate(config.steps):
         for ref in step.after:
@@ -59,7 +61,7 @@ def check_journey(config: CampaignConfig) -> None:
                 f"steps[{i}].segment: only a step that starts from the audience picks a segment; "
                 "steps after it inherit who came through"
             )
-        untils = [ref for ref in step.after if _is_wait_until(config.steps[index[ref]], WaitStep, WaitUntil)]
+        untils = [ref for ref in step.after if _is_wait_until(config.steps[index[ref]])]
         if untils and (isinstance(step, WaitStep) or len(step.after) > 1):
             raise ValueError(
                 f"steps[{i}].after: a wait until a time of day ({untils[0]}) must be the only step before "
@@ -67,8 +69,8 @@ def check_journey(config: CampaignConfig) -> None:
             )
 
 
-def _is_wait_until(step: Step, wait_type: type, until_type: type) -> bool:
-    return isinstance(step, wait_type) and isinstance(step.wait, until_type)
+def _is_wait_until(step: Step) -> bool:
+    return isinstance(step, WaitStep) and isinstance(step.wait, WaitUntil)
 
 
 def _did_you_mean(name: str, known: dict[str, int]) -> str:

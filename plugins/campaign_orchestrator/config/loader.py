@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from campaign_orchestrator.config.models import IDENTIFIER, CampaignConfig
+from campaign_orchestrator.config.base import IDENTIFIER
+
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 
 DEFAULTS_FILE = "_defaults.yaml"
@@ -382,7 +384,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 def _allowed_keys(raw_loc: tuple[Any, ...]) -> list[str]:
     """Field names of the model at pydantic's ``raw_loc`` (tags included), for 'did you mean'."""
-    from campaign_orchestrator.config.models import STEP_MODELS
+    from campaign_orchestrator.config.channels import STEP_MODELS
 
     model: type[BaseModel] | None = CampaignConfig
     parts = list(raw_loc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 
 SCHEMA_ID = "https://github.com/airflow-campaign-orchestrator/campaign.schema.json"
 

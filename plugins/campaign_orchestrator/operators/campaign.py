@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import psycopg
     from airflow.sdk import Context
 
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
 
 log = logging.getLogger(__name__)
 

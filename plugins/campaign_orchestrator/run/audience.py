@@ -18,7 +18,7 @@ from campaign_orchestrator.sqlfiles import query
 if TYPE_CHECKING:
     from campaign_orchestrator.audience.catalog import Catalog
     from campaign_orchestrator.audience.split import SegmentRule
-    from campaign_orchestrator.config.models import Holdout, Split
+    from campaign_orchestrator.config.audience import Holdout, Split
 
 log = logging.getLogger(__name__)
 

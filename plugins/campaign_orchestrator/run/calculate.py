@@ -30,7 +30,7 @@ from campaign_orchestrator.run.targeting import count_targets, plan_batches
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
 
 WORK_MEM = "64MB"

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from campaign_orchestrator.channels.templating import TemplateFields
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.run.enrichment import Enrichment
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg import sql
 
-from campaign_orchestrator.config.models import parse_order_by
+from campaign_orchestrator.config.base import parse_order_by
 from campaign_orchestrator.sqlfiles import query
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from campaign_orchestrator.audience.catalog import Catalog
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.templating import EntityPath, TemplateFields
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.config.campaign import CampaignConfig
+    from campaign_orchestrator.config.channels import Step
     from campaign_orchestrator.paths import ProjectPaths
 
 _COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

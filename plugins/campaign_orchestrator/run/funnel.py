@@ -18,7 +18,7 @@ from campaign_orchestrator.run.journey import CONDITION_NOT_MET
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
 
 EVENT_COLUMNS = ("delivered", "opened", "clicked", "bounced", "complained")
 

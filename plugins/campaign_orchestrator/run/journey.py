@@ -23,7 +23,11 @@ from psycopg import sql
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.config.models import CampaignConfig, Condition, Step, WaitStep
+    from campaign_orchestrator.config.campaign import CampaignConfig
+
+    from campaign_orchestrator.config.channels import Step
+
+    from campaign_orchestrator.config.steps import Condition, WaitStep
 
 CONDITION_NOT_MET = "condition_not_met"
 
@@ -126,7 +130,7 @@ def _one(config: CampaignConfig, condition: Condition, member: str) -> sql.Compo
 
 def timing_wait(config: CampaignConfig, step: Step) -> WaitStep | None:
     """The wait until a time of day that times ``step``'s messages, if one comes right before it."""
-    from campaign_orchestrator.config.models import WaitStep, WaitUntil
+    from campaign_orchestrator.config.steps import WaitStep, WaitUntil
 
     for ref in step.after:
         before = config.step(ref)
@@ -182,7 +186,7 @@ def enter_wait(
     it was done. A time of day is each recipient's own; the wait is due at the earliest of
     them (among the audience's time zones) and the messages after it are timed one by one.
     """
-    from campaign_orchestrator.config.models import WaitUntil
+    from campaign_orchestrator.config.steps import WaitUntil
 
     now = now or datetime.now(timezone.utc)
     with conn.transaction():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from campaign_orchestrator.config.models import parse_duration
+from campaign_orchestrator.config.base import parse_duration
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

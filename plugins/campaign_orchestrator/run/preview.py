@@ -23,7 +23,9 @@ from campaign_orchestrator.run.targeting import plan_batches, target_step
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.config.campaign import CampaignConfig
+
+    from campaign_orchestrator.config.channels import Step
     from campaign_orchestrator.paths import ProjectPaths
 
 

@@ -17,7 +17,9 @@ from campaign_orchestrator.run.enrichment import EnrichmentError, step_enrichmen
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.config.campaign import CampaignConfig
+
+    from campaign_orchestrator.config.channels import Step
     from campaign_orchestrator.paths import ProjectPaths
 
 PROOF_RUN_KEY = 0

@@ -59,7 +59,7 @@ from campaign_orchestrator.sqlfiles import query
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from campaign_orchestrator.config.models import Step
+    from campaign_orchestrator.config.channels import Step
     from campaign_orchestrator.run.enrichment import Enrichment
     from campaign_orchestrator.run.policies import FrequencyCap, QuietHours
     from campaign_orchestrator.run.throttle import RateLimiter

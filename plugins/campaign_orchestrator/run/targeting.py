@@ -14,7 +14,9 @@ from campaign_orchestrator.sqlfiles import query
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.config.models import CampaignConfig, Step
+    from campaign_orchestrator.config.campaign import CampaignConfig
+
+    from campaign_orchestrator.config.channels import Step
 
 log = logging.getLogger(__name__)
 

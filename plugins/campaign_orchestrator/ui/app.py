@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
 
 TEMPLATES = Path(__file__).with_name("templates")
 RUNS_PER_CAMPAIGN = 25

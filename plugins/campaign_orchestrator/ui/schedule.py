@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from campaign_orchestrator.audience.compile import compile_audience
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from campaign_orchestrator.audience.compile import AudienceCompileError, compile_audience
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import AudienceError, evaluate_audience
 from campaign_orchestrator.run.checks import check_campaign_deep, check_split_rules_in_store

@@ -10,7 +10,7 @@ import pytest
 
 from campaign_orchestrator.audience.compile import compile_audience
 from campaign_orchestrator.config.loader import load_campaigns
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import AudienceError, evaluate_audience
 from campaign_orchestrator.run.calculate import calculate_campaign

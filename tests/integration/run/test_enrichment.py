@@ -13,7 +13,7 @@ import pytest
 
 from campaign_orchestrator.audience.compile import compile_audience
 from campaign_orchestrator.channels.factory import build_channel
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.checks import check_campaign_templates, check_profile_fields

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from campaign_orchestrator.channels.factory import build_channel
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.policies import FrequencyCap, load_policies

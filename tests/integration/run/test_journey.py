@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.channels.factory import build_channel
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience

@@ -14,7 +14,7 @@ import pytest
 
 from campaign_orchestrator.channels.base import TransientSendError
 from campaign_orchestrator.channels.factory import build_channel
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.run.audience import AudienceError, GuardrailExceeded, evaluate_audience
 from campaign_orchestrator.run.runs import register_run
 from campaign_orchestrator.run.targeting import TargetingError, plan_batches, target_step

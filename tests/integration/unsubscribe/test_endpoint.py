@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from campaign_orchestrator.channels.base import Recipient
 from campaign_orchestrator.channels.email.render import EmailRenderer
-from campaign_orchestrator.config.models import EmailStep
+from campaign_orchestrator.config.channels import EmailStep
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.unsubscribe.app import standalone_app
 from campaign_orchestrator.unsubscribe.tokens import TokenPayload, UnsubscribeSettings, load_settings, sign

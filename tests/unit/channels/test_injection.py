@@ -22,7 +22,7 @@ from campaign_orchestrator.channels.push.render import PushRenderer
 from campaign_orchestrator.channels.push.sns import push_message
 from campaign_orchestrator.channels.sms.render import SmsRenderer
 from campaign_orchestrator.channels.webhook.render import WebhookRenderer
-from campaign_orchestrator.config.models import EmailStep, PushStep, SmsStep, WebhookStep
+from campaign_orchestrator.config.channels import EmailStep, PushStep, SmsStep, WebhookStep
 from campaign_orchestrator.paths import ProjectPaths
 
 CAMPAIGN = SimpleNamespace(id="spring", description="Spring offers")

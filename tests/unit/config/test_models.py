@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from campaign_orchestrator.config.models import CampaignConfig, parse_order_by
+from campaign_orchestrator.config.base import parse_order_by
+
+from campaign_orchestrator.config.campaign import CampaignConfig
 
 EMAIL = {"id": "mail", "channel": "email", "template": "winter_sale", "sender": "W <w@w.example>"}
 BOOKINGS = {"from": "booking", "entity_key": "booking"}

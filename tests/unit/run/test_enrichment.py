@@ -8,7 +8,7 @@ import pytest
 
 from campaign_orchestrator.audience.catalog import load_catalog
 from campaign_orchestrator.channels.templating import TemplateFields
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.run.enrichment import Enrichment, EnrichmentError, enrichment_for, plan_fields
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[3] / "include" / "entities.yaml")

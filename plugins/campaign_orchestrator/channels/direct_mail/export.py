@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
 
-    from campaign_orchestrator.config.models import DirectMailStep
+    from campaign_orchestrator.config.channels import DirectMailStep
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from campaign_orchestrator.channels.base import Sender
     from campaign_orchestrator.channels.email.render import CampaignInfo, EmailRenderer
-    from campaign_orchestrator.config.models import EmailStep
+    from campaign_orchestrator.config.channels import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.templating import TemplateFields
-    from campaign_orchestrator.config.models import EmailStep
+    from campaign_orchestrator.config.channels import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.channels.email.render import CampaignInfo
-    from campaign_orchestrator.config.models import PushStep
+    from campaign_orchestrator.config.channels import PushStep
     from campaign_orchestrator.paths import ProjectPaths
 
 RESERVED_DATA_KEYS = frozenset({"aps", "link"})

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from campaign_orchestrator.channels.base import Sender
     from campaign_orchestrator.channels.email.render import CampaignInfo
     from campaign_orchestrator.channels.sms.render import SmsRenderer
-    from campaign_orchestrator.config.models import SmsStep
+    from campaign_orchestrator.config.channels import SmsStep
     from campaign_orchestrator.paths import ProjectPaths
 
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from botocore.exceptions import ClientError
 
     from campaign_orchestrator.channels.base import Outbound
-    from campaign_orchestrator.config.models import SmsStep
+    from campaign_orchestrator.config.channels import SmsStep
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from campaign_orchestrator.channels.direct_mail.export import (
     output_path,
     safe,
 )
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.run.audience import evaluate_audience
 from campaign_orchestrator.run.runs import register_run

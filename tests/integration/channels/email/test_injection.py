@@ -13,7 +13,7 @@ import pytest
 from campaign_orchestrator.channels.base import Recipient
 from campaign_orchestrator.channels.email.render import EmailRenderer
 from campaign_orchestrator.channels.email.smtp import SmtpSender
-from campaign_orchestrator.config.models import EmailStep
+from campaign_orchestrator.config.channels import EmailStep
 from campaign_orchestrator.paths import ProjectPaths
 
 pytestmark = pytest.mark.integration

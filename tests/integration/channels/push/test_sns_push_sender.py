@@ -13,7 +13,7 @@ import pytest
 from campaign_orchestrator.channels.base import Outbound, Recipient
 from campaign_orchestrator.channels.push import build_push_channel
 from campaign_orchestrator.channels.push.sns import SnsPushSender
-from campaign_orchestrator.config.models import CampaignConfig
+from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.paths import ProjectPaths
 from tests.fixtures.aws import MotoEndpoint, SnsProxy
 

@@ -200,7 +200,7 @@ def test_batch_send_records_segments(store, tmp_path, sns_endpoint: MotoEndpoint
     from types import SimpleNamespace
 
     from campaign_orchestrator.channels.sms import build_sms_channel
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.run.audience import evaluate_audience
     from campaign_orchestrator.run.runs import register_run
@@ -259,7 +259,7 @@ def test_a_batch_backs_off_when_throttled_and_sends_just_those_messages(
 ) -> None:
     """Throttling inside a batch: the batch waits and resends only the throttled messages."""
     from campaign_orchestrator.channels.sms import build_sms_channel
-    from campaign_orchestrator.config.models import CampaignConfig
+    from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.run.audience import evaluate_audience
     from campaign_orchestrator.run.runs import register_run

@@ -15,7 +15,7 @@ from campaign_orchestrator.channels.base import Recipient, RenderRejected
 from campaign_orchestrator.channels.email import build_email_channel
 from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id, message_uuid
 from campaign_orchestrator.channels.templating import TemplateCheckError
-from campaign_orchestrator.config.models import EmailStep
+from campaign_orchestrator.config.channels import EmailStep
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.unsubscribe.tokens import TokenPayload, load_settings
 

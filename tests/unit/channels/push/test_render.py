@@ -12,7 +12,7 @@ from campaign_orchestrator.channels.push.render import PushRenderer
 from campaign_orchestrator.channels.push.sns import SnsPushSender, push_message
 from campaign_orchestrator.channels.sms.render import message_id
 from campaign_orchestrator.channels.templating import TemplateCheckError
-from campaign_orchestrator.config.models import PushStep
+from campaign_orchestrator.config.channels import PushStep
 from campaign_orchestrator.paths import ProjectPaths
 
 CAMPAIGN = SimpleNamespace(id="spring", description="Spring offers")

@@ -12,7 +12,7 @@ from campaign_orchestrator.channels.sms import build_sms_channel
 from campaign_orchestrator.channels.sms.render import SmsRenderer, message_id
 from campaign_orchestrator.channels.sms.sns import SnsSmsSender, sms_type
 from campaign_orchestrator.channels.templating import TemplateCheckError
-from campaign_orchestrator.config.models import SmsStep
+from campaign_orchestrator.config.channels import SmsStep
 from campaign_orchestrator.paths import ProjectPaths
 
 CAMPAIGN = SimpleNamespace(id="spring", description="Spring offers")

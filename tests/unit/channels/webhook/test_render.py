@@ -15,7 +15,7 @@ from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.channels.webhook import build_webhook_channel
 from campaign_orchestrator.channels.webhook.render import WebhookRenderer, json_literal, webhook_message_id
-from campaign_orchestrator.config.models import WebhookStep
+from campaign_orchestrator.config.channels import WebhookStep
 from campaign_orchestrator.paths import ProjectPaths
 
 CAMPAIGN = SimpleNamespace(id="spring", description='Spring "offers"')

@@ -1,0 +1,120 @@
+"""A campaign config: a YAML file under ``dags/campaigns/`` becomes one Airflow DAG.
+
+Every campaign YAML is validated against :class:`CampaignConfig` before a DAG is built.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from campaign_orchestrator.config.audience import Audience
+from campaign_orchestrator.config.base import IDENTIFIER, Duration, StrictModel, parse_duration
+from campaign_orchestrator.config.channels import MessageStep, Step
+from campaign_orchestrator.config.journey import check_journey
+from campaign_orchestrator.config.policies import Guardrails
+from campaign_orchestrator.config.schedule import Schedule, ValidityWindow
+from campaign_orchestrator.config.steps import WaitStep
+
+
+class Conversion(StrictModel):
+    """What counts as a conversion for ``{converted: ...}`` conditions: a row of a store table
+    for the profile, stamped at or after the run's start."""
+
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table, e.g. crm.booking")
+    profile_column: str = Field(default="profile_id", pattern=IDENTIFIER)
+    time_column: str = Field(default="created_at", pattern=IDENTIFIER, description="When the conversion happened")
+
+
+class CampaignConfig(StrictModel):
+    """One campaign: a YAML file under ``dags/campaigns/`` becomes one Airflow DAG."""
+
+    id: str = Field(pattern=IDENTIFIER, description="DAG id; lower-case letters, digits and _")
+    description: str = ""
+    owner: str = "campaigns"
+    tags: list[str] = Field(default_factory=list)
+    schedule: Schedule
+    timezone: str = "UTC"
+    valid: ValidityWindow
+    audience: Audience
+    steps: list[Step] = Field(min_length=1)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay: Duration = timedelta(minutes=5)
+    guardrails: Guardrails = Guardrails()
+    conversion: Conversion | None = Field(
+        default=None, description="The store table whose rows are conversions, for {converted: ...} conditions"
+    )
+    send_window: Duration | None = Field(
+        default=timedelta(hours=12),
+        description="Messages not sent this long after the run started are excluded (send_window_expired)",
+    )
+    late_run_tolerance: Duration | None = Field(
+        default=timedelta(hours=2),
+        description="A scheduled run starting later than this after its time (e.g. the DAG was "
+        "unpaused days later) is skipped instead of sending a stale campaign; null: always send",
+    )
+    on_uncertain: Literal["skip", "resend"] = Field(
+        default="skip",
+        description=(
+            "What a retried batch does with messages whose send outcome was lost in a crash: "
+            "skip (report as uncertain; at most once) or resend (at least once)"
+        ),
+    )
+
+    @field_validator("retry_delay", "send_window", "late_run_tolerance", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. 'Europe/Paris' or 'UTC'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _segments_exist(self) -> CampaignConfig:
+        segments = set(self.audience.split.segment_names) if self.audience.split else set()
+        for index, step in enumerate(self.steps):
+            if getattr(step, "segment", None) is not None and step.segment not in segments:
+                raise ValueError(
+                    f"steps[{index}].segment: unknown segment {step.segment!r}; audience.split has "
+                    f"{', '.join(sorted(segments)) or 'no segments'}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _unique_step_ids(self) -> CampaignConfig:
+        seen: set[str] = set()
+        for step in self.steps:
+            if step.id in seen:
+                raise ValueError(f"two steps have the id {step.id!r}; step ids must be unique")
+            seen.add(step.id)
+        return self
+
+    @model_validator(mode="after")
+    def _journey(self) -> CampaignConfig:
+        check_journey(self)
+        return self
+
+    @property
+    def message_steps(self) -> list[MessageStep]:
+        """The steps that send (every step but the waits), in file order."""
+        return [step for step in self.steps if not isinstance(step, WaitStep)]
+
+    @property
+    def waits(self) -> list[WaitStep]:
+        return [step for step in self.steps if isinstance(step, WaitStep)]
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
