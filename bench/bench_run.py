@@ -272,12 +272,12 @@ def measure_baselines(
     dsn: str, base: dict[str, Any], env: dict[str, str], logs: Path, render_sample: int
 ) -> dict[str, Any]:
     from campaign_orchestrator.audience.compile import compile_audience
-    from campaign_orchestrator.config.loader import _read_defaults, load_campaign_file
+    from campaign_orchestrator.config.loader import load_campaign
     from campaign_orchestrator.paths import ProjectPaths
 
     paths = ProjectPaths.discover()
     path = Path(base["campaign_file"])
-    config = load_campaign_file(path, _read_defaults(path.parent)[0], paths)
+    config = load_campaign(path, paths)
     audience = compile_audience(config, paths)
     figures: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:

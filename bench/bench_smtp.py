@@ -149,11 +149,11 @@ def _sample_messages(dsn: str, campaign_file: Path, count: int = 200) -> dict[st
     """``count`` messages as the channel renders them (for the same sizes in the baselines)."""
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.email.render import EmailRenderer
-    from campaign_orchestrator.config.loader import _read_defaults, load_campaign_file
+    from campaign_orchestrator.config.loader import load_campaign
     from campaign_orchestrator.paths import ProjectPaths
 
     paths = ProjectPaths.discover()
-    config = load_campaign_file(campaign_file, _read_defaults(campaign_file.parent)[0], paths)
+    config = load_campaign(campaign_file, paths)
     renderer = EmailRenderer(config.step(STEP_ID), config, 1, paths)
     fields = list(renderer.profile_fields)
     with psycopg.connect(dsn) as conn:

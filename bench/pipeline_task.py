@@ -228,13 +228,13 @@ def renderer_baseline(spec: dict[str, Any], prepared: Any) -> Any:
 
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.email.render import EmailRenderer
-    from campaign_orchestrator.config.loader import _read_defaults, load_campaign_file
+    from campaign_orchestrator.config.loader import load_campaign
     from campaign_orchestrator.paths import ProjectPaths
 
     if prepared is None:
         paths = ProjectPaths.discover()
         path = Path(spec["campaign_file"])
-        config = load_campaign_file(path, _read_defaults(path.parent)[0], paths)
+        config = load_campaign(path, paths)
         step = config.step(spec["step_id"])
         renderer = EmailRenderer(step, config, 1, paths)
         fields = list(renderer.profile_fields)

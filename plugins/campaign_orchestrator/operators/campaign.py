@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from campaign_orchestrator.channels.base import TransientSendError
-from campaign_orchestrator.config.loader import ConfigError, load_campaign_file, _read_defaults
+from campaign_orchestrator.config.loader import CampaignFileError, load_campaign
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.store.connect import store_connection
 
@@ -52,13 +52,11 @@ class CampaignOperator(BaseOperator):
     @cached_property
     def campaign(self) -> CampaignConfig:
         path = Path(self.campaign_file)
-        defaults, defaults_error = _read_defaults(path.parent)
-        if defaults_error:
-            raise AirflowFailException(defaults_error.render())
-        loaded = load_campaign_file(path, defaults, self.paths)
-        if isinstance(loaded, ConfigError):
-            raise AirflowFailException(f"The campaign config is invalid:\n{loaded.render()}")
-        if loaded is None or loaded.id != self.campaign_id:
+        try:
+            loaded = load_campaign(path, self.paths)
+        except CampaignFileError as exc:
+            raise AirflowFailException(f"The campaign config is invalid:\n{exc}") from exc
+        if loaded.id != self.campaign_id:
             raise AirflowFailException(f"{path} no longer defines campaign {self.campaign_id!r}")
         return loaded
 

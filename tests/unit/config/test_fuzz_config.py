@@ -154,7 +154,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # file:line: field.path: message  (line optional; "(file)" when the whole file is at fault)
 _PROBLEM = re.compile(r"^(?P<file>[^\n]+?\.yaml)(?::(?P<line>\d+))?: (?P<field>.+?): (?P<message>.+)$", re.DOTALL)
-_WHOLE_FILE = ("not valid YAML", "must be a mapping", "not UTF-8 text")
+_WHOLE_FILE = ("not valid YAML", "must be a mapping", "not UTF-8 text", "file is empty")
 
 
 def _named_in_file(field: str, text: str | bytes, defaults: dict[str, Any]) -> bool:
