@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
         "--bookings-per-profile", type=float, metavar="N",
         help="mean bookings per profile (default: the usual mix, about 1.6); e.g. 5 for 5M bookings at 1M profiles",
     )
+    s.add_argument(
+        "--force", action="store_true",
+        help="replace data demo-data did not generate too (it still never empties tables it does not own)",
+    )
     s.set_defaults(handler=cmd_store_demo_data)
     s = store.add_parser("stop", help="stop the embedded PostgreSQL, if one runs")
     s.set_defaults(handler=cmd_store_stop)
@@ -322,8 +326,8 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
 
 def cmd_store_demo_data(args: argparse.Namespace) -> int:
     import time
-    from campaign_orchestrator.store.demo_data import generate_demo_data
     from campaign_orchestrator.store.connect import store_connection
+    from campaign_orchestrator.store.demo_data import DemoDataRefused, generate_demo_data
     from campaign_orchestrator.store.migrations import migrate
 
     with store_connection() as conn:
@@ -331,9 +335,10 @@ def cmd_store_demo_data(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             counts = generate_demo_data(
-                conn, profiles=args.profiles, seed=args.seed, bookings_per_profile=args.bookings_per_profile
+                conn, profiles=args.profiles, seed=args.seed, bookings_per_profile=args.bookings_per_profile,
+                force=args.force,
             )
-        except ValueError as exc:
+        except (ValueError, DemoDataRefused) as exc:
             raise CliError(str(exc)) from exc
     elapsed = time.perf_counter() - started
     print(", ".join(f"{table}: {n:,}" for table, n in counts.items()) + f" ({elapsed:.1f}s)")

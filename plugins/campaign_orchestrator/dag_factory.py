@@ -195,6 +195,11 @@ def trigger_params(config: CampaignConfig) -> dict[str, Any]:
             description="Multiply every wait step by this: 1 is real time; 0.001 turns two days "
             "into three minutes for a rehearsal; 0 skips the waits.",
         ),
+        "resend_slot": Param(
+            False, type="boolean", title="Send this slot again",
+            description="A scheduled slot (this logical date) is sent once: a run Airflow recreates for it "
+            "carries on from the earlier run's ledger. Tick to send the slot a second time, to everyone.",
+        ),
         "proof_profile_id": Param(
             None, type=["null", "integer"], title="Proof profile",
             description="Whose data personalizes the proofs.",

@@ -2,7 +2,9 @@
 -- inventory, plans, subscriptions and bookings, at any scale.
 --
 -- Run by campaign_orchestrator.store.demo_data.generate_demo_data(), one "-- step:" at a
--- time inside one transaction (so a failed run leaves the previous data in place).
+-- time inside one transaction (so a failed run leaves the previous data in place), after
+-- store/demo_data.py has emptied the tables it owns (and checked it may: it never empties
+-- a table it does not own, nor a store holding data it did not generate).
 -- Parameters (bound by the driver, never formatted in):
 --   %(profiles)s   number of profiles N; ids are 1..N
 --   %(products)s   number of products
@@ -38,15 +40,6 @@ AS $$ SELECT (hashint8extended(key * 64 + salt, seed) & 9007199254740991)::doubl
 CREATE OR REPLACE FUNCTION pg_temp.demo_hex(seed bigint, key bigint, salt integer)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT lpad(to_hex(hashint8extended(key * 64 + salt, seed)), 16, '0') $$;
-
--- step: truncate
--- RESTART IDENTITY: consent_history ids and run keys start again from 1, so two runs with
--- the same parameters leave the same rows.
-TRUNCATE crm.consent_history, crm.consent, crm.suppression, crm.booking, crm.subscription,
-         crm.inventory, crm.product, crm.plan, crm.profile,
-         campaign.step_report, campaign.message, campaign.run_step, campaign.audience_member,
-         campaign.run
-    RESTART IDENTITY CASCADE;
 
 -- step: defer_constraints
 -- Bulk loading as the PostgreSQL manual advises ("Populating a Database"): the foreign keys

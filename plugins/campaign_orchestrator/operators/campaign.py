@@ -80,7 +80,7 @@ class PrepareRunOperator(CampaignOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from campaign_orchestrator.run.checks import check_campaign_templates, check_profile_fields
-        from campaign_orchestrator.run.runs import register_run
+        from campaign_orchestrator.run.runs import register_dag_run
         from campaign_orchestrator.store.migrations import migrate
 
         config = self.campaign
@@ -99,7 +99,12 @@ class PrepareRunOperator(CampaignOperator):
             problems = check_profile_fields(conn, config, self.paths)
             if problems:
                 raise AirflowFailException("Templates use fields the store lacks:\n" + "\n".join(problems))
-            run_key = register_run(conn, config.id, context["run_id"], context.get("logical_date"), params)
+            registered = register_dag_run(
+                conn, config.id, context["run_id"], context.get("logical_date"), params,
+                resend_slot=bool(params.get("resend_slot")),
+            )
+            run_key = registered.run_key
+            log.info(registered.describe(config.id, context.get("logical_date")))
             late = self._lateness(context)
             if late is not None and config.late_run_tolerance is not None and late > config.late_run_tolerance:
                 conn.execute(
@@ -110,8 +115,7 @@ class PrepareRunOperator(CampaignOperator):
                     f"{config.late_run_tolerance}), e.g. because the DAG was just unpaused: nothing is sent. "
                     f"Trigger the campaign by hand to send now."
                 )
-        log.info("Run %s of campaign %s registered as run_key %s", context["run_id"], config.id, run_key)
-        return {"run_key": run_key}
+        return {"run_key": run_key, "adopted_from": registered.adopted_from}
 
     @staticmethod
     def _lateness(context: Context) -> timedelta | None:

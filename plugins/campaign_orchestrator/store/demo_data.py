@@ -6,6 +6,15 @@ the same ``profiles``, ``seed`` and ``anchor`` always give the same rows. The fi
 its ``-- step: <name>`` lines and the steps run in order in one transaction: the crm tables
 and the campaign run tables are emptied first, and a failed run leaves the previous data.
 
+It replaces only what it generated. Each generation leaves a stamp (``campaign.demo_data_stamp``:
+when, with which parameters, how many rows per table); before emptying anything, the store
+is checked (:func:`replacement_problems`): crm rows without a stamp, row counts that differ
+from it, rows changed since, campaign runs older than it — anything it did not generate —
+make it refuse unless forced. It never empties a table it does not own: a table of yours
+that references its tables (``REFERENCES crm.profile``) makes it refuse even when forced if
+that table holds rows, and where it is empty the owned tables are emptied with DELETE
+instead of TRUNCATE (which PostgreSQL allows only with CASCADE).
+
 For speed the load follows the PostgreSQL manual's advice for populating a database: the
 foreign keys and secondary indexes of the filled tables are dropped for the load and
 re-created from their saved definitions at the end, in the same transaction. The tables are
@@ -24,6 +33,7 @@ from datetime import UTC, datetime, time as dt_time
 from typing import TYPE_CHECKING
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from campaign_orchestrator.paths import ProjectPaths
 
@@ -38,6 +48,20 @@ log = logging.getLogger(__name__)
 
 TABLES = ("profile", "consent", "consent_history", "suppression", "plan", "product", "inventory", "subscription", "booking")
 """The crm tables the generator fills, in insert order; the keys of the returned counts."""
+
+RUN_TABLES = (
+    "campaign.step_report", "campaign.run_step", "campaign.run_wait", "campaign.message",
+    "campaign.audience_member", "campaign.saved_audience_member", "campaign.saved_audience", "campaign.run",
+)
+"""Campaign history made on the data, emptied with it (children before parents)."""
+VERSIONED = ("profile", "product", "inventory", "plan", "subscription", "booking")
+"""crm tables whose rows count their updates (``version``, bumped by trigger): the stamp
+keeps the sum of their versions, which any update since changes."""
+
+
+class DemoDataRefused(RuntimeError):
+    """The store holds data demo-data did not generate, or tables of someone else's that
+    reference its tables; the message says what, and what to do."""
 
 _STEP = re.compile(r"^-- step: ([a-z_]+)\s*$", re.MULTILINE)
 MAX_SEED = 2**31
@@ -82,6 +106,7 @@ def generate_demo_data(
     on_step: Callable[[str, int, float], None] | None = None,
     paths: ProjectPaths | None = None,
     bookings_per_profile: float | None = None,
+    force: bool = False,
 ) -> dict[str, int]:
     """Replace the store's crm data with ``profiles`` generated profiles and what links to them.
 
@@ -96,7 +121,10 @@ def generate_demo_data(
         profiles, to measure audiences at scale); each profile's number of bookings is
         scaled, so profiles without bookings keep none. ``None`` (the default) keeps the
         usual mix of about 1.6, row for row.
+    :param force: replace data demo-data did not generate too (never rows of tables it
+        does not own: see the module docstring).
     :returns: rows inserted per crm table, keyed as in :data:`TABLES`.
+    :raises DemoDataRefused: the store holds anything else (see :func:`replacement_problems`).
     """
     if profiles < 1:
         raise ValueError(f"profiles must be at least 1, got {profiles}")
@@ -122,6 +150,22 @@ def generate_demo_data(
     log.info("Generating demo data: %s profiles, seed %s, anchor %s", f"{profiles:,}", seed, anchor)
     started = time.perf_counter()
     with conn.transaction():
+        # Locked first, so nothing is written between the check and the replacement.
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
+            sql.SQL(", ").join(_identifier(t) for t in _owned_tables())
+        ))
+        foreign = _foreign_references(conn)
+        problems = _foreign_problems(conn, foreign)
+        if not force:
+            problems += replacement_problems(conn)
+        if problems:
+            raise DemoDataRefused(
+                "campaigns store demo-data replaces only data it generated itself, and this store holds more:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+                + "\nUse another store (the embedded one: unset AIRFLOW_CONN_CAMPAIGN_STORE), or, if nothing here "
+                "matters, --force (it still never empties your own tables)."
+            )
+        _empty_owned_tables(conn, by_delete=bool(foreign))
         for step in steps:
             step_started = time.perf_counter()
             statement = sql.SQL(step.sql)  # type: ignore[arg-type]  # a trusted file of this project
@@ -132,10 +176,128 @@ def generate_demo_data(
             if on_step is not None:
                 on_step(step.name, cur.rowcount, elapsed)
             log.debug("demo data step %s: %s rows in %.2fs", step.name, cur.rowcount, elapsed)
-    # The statement trigger on crm.consent writes one history row per inserted consent row.
-    counts["consent_history"] = counts["consent"]
+        # The statement trigger on crm.consent writes one history row per inserted consent row.
+        counts["consent_history"] = counts["consent"]
+        conn.execute("DELETE FROM campaign.demo_data_stamp")
+        conn.execute(
+            "INSERT INTO campaign.demo_data_stamp (profiles, seed, anchor, row_counts, version_sums) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (profiles, seed, anchor, Jsonb(counts), Jsonb(_version_sums(conn))),
+        )
     log.info("Demo data generated in %.1fs: %s", time.perf_counter() - started, counts)
     return {table: counts[table] for table in TABLES}
+
+
+def _owned_tables() -> list[str]:
+    return [f"crm.{t}" for t in TABLES] + list(RUN_TABLES)
+
+
+def _identifier(qualified: str) -> sql.Identifier:
+    return sql.Identifier(*qualified.split("."))
+
+
+def _foreign_references(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    """(table, constraint, referenced table) of foreign keys from tables demo-data does not
+    own to tables it does."""
+    owned = _owned_tables()
+    return [
+        (str(t), str(c), str(r))
+        for t, c, r in conn.execute(
+            """
+            SELECT c.conrelid::regclass::text, c.conname::text, c.confrelid::regclass::text
+            FROM pg_constraint AS c
+            WHERE c.contype = 'f' AND c.confrelid = ANY(%(owned)s::regclass[])
+              AND NOT c.conrelid = ANY(%(owned)s::regclass[])
+            ORDER BY 1, 2
+            """,
+            {"owned": owned},
+        )
+    ]
+
+
+def _foreign_problems(conn: psycopg.Connection, foreign: list[tuple[str, str, str]]) -> list[str]:
+    problems = []
+    for table, constraint, referenced in foreign:
+        # A regclass name from the catalog, quoted as PostgreSQL prints it: safe to splice.
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT FROM {} LIMIT 1000000) AS t").format(
+            sql.SQL(table)  # type: ignore[arg-type]
+        )).fetchone()[0]
+        if rows:
+            problems.append(
+                f"{table} references {referenced} ({constraint}) and holds {rows:,} rows: replacing "
+                f"{referenced} would delete or orphan them (demo-data never touches tables it does not own; "
+                "this refusal holds even with --force)"
+            )
+    return problems
+
+
+def replacement_problems(conn: psycopg.Connection) -> list[str]:
+    """What in the store demo-data did not generate (empty when it may replace it freely)."""
+    counts = {
+        table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(f"crm.{table}"))).fetchone()[0]
+        for table in TABLES
+    }
+    stamp = conn.execute(
+        "SELECT generated_at, row_counts, version_sums FROM campaign.demo_data_stamp "
+        "ORDER BY generated_at DESC LIMIT 1"
+    ).fetchone()
+    runs_before = conn.execute(
+        "SELECT count(*) FROM campaign.run WHERE %s::timestamptz IS NULL OR started_at < %s",
+        (stamp[0] if stamp else None, stamp[0] if stamp else None),
+    ).fetchone()[0]
+    problems = []
+    if stamp is None:
+        filled = {t: n for t, n in counts.items() if n}
+        if filled:
+            problems.append(
+                "it was not filled by demo-data: " + ", ".join(f"crm.{t} has {n:,} rows" for t, n in filled.items())
+            )
+        if runs_before:
+            problems.append(f"campaign.run holds {runs_before:,} campaign runs (the campaign history)")
+        return problems
+    generated_at, generated, version_sums = stamp
+    for table in TABLES:
+        if counts[table] != generated.get(table, 0):
+            problems.append(
+                f"crm.{table} has {counts[table]:,} rows; demo-data generated {generated.get(table, 0):,} "
+                f"at {generated_at:%Y-%m-%d %H:%M}"
+            )
+    for table, total in _version_sums(conn).items():
+        if counts[table] == generated.get(table, 0) and total != version_sums.get(table):
+            problems.append(f"rows of crm.{table} were changed since demo-data generated them")
+    consent_changes = conn.execute(
+        "SELECT count(*) FROM crm.consent WHERE updated_at > %s", (generated_at,)
+    ).fetchone()[0]
+    if consent_changes:
+        problems.append(f"{consent_changes:,} consent rows changed since demo-data generated them (opt-outs?)")
+    if runs_before:
+        problems.append(f"campaign.run holds {runs_before:,} runs older than the demo data")
+    return problems
+
+
+def _version_sums(conn: psycopg.Connection) -> dict[str, int]:
+    return {
+        table: int(conn.execute(
+            sql.SQL("SELECT coalesce(sum(version), 0) FROM {}").format(_identifier(f"crm.{table}"))
+        ).fetchone()[0])
+        for table in VERSIONED
+    }
+
+
+def _empty_owned_tables(conn: psycopg.Connection, by_delete: bool) -> None:
+    """Empty the tables demo-data owns, and only those. consent_history ids and run keys
+    start again from 1, so two runs with the same parameters leave the same rows."""
+    owned = [_identifier(t) for t in [*RUN_TABLES, *(f"crm.{t}" for t in reversed(TABLES))]]
+    if not by_delete:
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(owned)))
+        return
+    # TRUNCATE of a referenced table needs CASCADE, even when the referencing tables are
+    # empty (checked): DELETE, children first, then restart the two sequences.
+    conn.execute("SET CONSTRAINTS ALL DEFERRED")
+    for table in owned:
+        conn.execute(sql.SQL("DELETE FROM {}").format(table))
+    for table, column in (("crm.consent_history", "history_id"), ("campaign.run", "run_key")):
+        conn.execute("SELECT setval(pg_get_serial_sequence(%s, %s), 1, false)", (table, column))
 
 
 def _booking_scale(bookings_per_profile: float | None) -> tuple[float | None, int]:
