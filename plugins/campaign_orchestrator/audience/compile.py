@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from campaign_orchestrator.audience.catalog import Catalog, Hop, load_catalog
+from campaign_orchestrator.config.audience import DAY_WINDOWS
 
 if TYPE_CHECKING:
     from campaign_orchestrator.config.audience import Audience, EntityBlock, SqlBlock
@@ -53,13 +54,15 @@ class AudienceQuery:
     unique: bool = False
     """No two rows share (profile_id, entity_key) and no entity_key is NULL, by construction:
     the evaluation needs no DISTINCT of its own (see :func:`compile_audience`)."""
+    timezone: str = "UTC"
+    """The campaign's time zone: the calendar of date windows (``within_next_days``)."""
 
     def limited(self, limit: int) -> AudienceQuery:
         """The first ``limit`` members by profile id: an operator's cap for one run."""
         text = f"SELECT * FROM (\n{self.text}\n) AS unlimited ORDER BY profile_id LIMIT %(run_limit)s"
         return AudienceQuery(
             text, {**self.params, "run_limit": limit}, f"{self.label} (limit {limit:,})", self.has_entity_key,
-            unique=self.unique,
+            unique=self.unique, timezone=self.timezone,
         )
 
 
@@ -71,10 +74,14 @@ def compile_audience(
     if audience.sql is not None:
         path = paths.sql / audience.sql
         return AudienceQuery(
-            read_sql(path), {**audience.params, **overrides}, str(path), has_entity_key=False, source_file=path
+            read_sql(path), {**audience.params, **overrides}, str(path), has_entity_key=False, source_file=path,
+            timezone=config.timezone,
         )
     catalog = load_catalog(paths.root / "include" / "entities.yaml")
-    compiled = {name: _compile_block(name, block, catalog, paths, overrides) for name, block in audience.blocks.items()}
+    compiled = {
+        name: _compile_block(name, block, catalog, paths, overrides, config.timezone)
+        for name, block in audience.blocks.items()
+    }
     text, params = _combine(audience, compiled)
     from campaign_orchestrator.config.audience import SqlBlock
 
@@ -91,6 +98,7 @@ def compile_audience(
         has_entity_key=True,
         blocks={name: q.text for name, q in compiled.items()},
         unique=not any(isinstance(audience.blocks[name], SqlBlock) for name in union),
+        timezone=config.timezone,
     )
 
 
@@ -107,7 +115,12 @@ class _Compiled:
 
 
 def _compile_block(
-    name: str, block: EntityBlock | SqlBlock, catalog: Catalog, paths: ProjectPaths, overrides: dict[str, Any]
+    name: str,
+    block: EntityBlock | SqlBlock,
+    catalog: Catalog,
+    paths: ProjectPaths,
+    overrides: dict[str, Any],
+    timezone: str = "UTC",
 ) -> _Compiled:
     from campaign_orchestrator.config.audience import SavedBlock, SqlBlock
 
@@ -129,7 +142,7 @@ def _compile_block(
         wrapped = f"SELECT audience.profile_id, {entity_key} AS entity_key FROM (\n{renamed}\n) AS audience"
         return _Compiled(wrapped, {f"{name}__{k}": v for k, v in params.items()})
     try:
-        select = EntityBlockCompiler(catalog, name, block).select()
+        select = EntityBlockCompiler(catalog, name, block, timezone).select()
     except (KeyError, ValueError) as exc:
         raise AudienceCompileError(f"audience.blocks.{name}: {exc.args[0] if exc.args else exc}") from exc
     compiled = select.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
@@ -195,12 +208,16 @@ def combine_sql(audience: Audience, sources: dict[str, str]) -> str:
 
 
 class EntityBlockCompiler:
-    """SQLAlchemy SELECT for one declarative block."""
+    """SQLAlchemy SELECT for one declarative block.
 
-    def __init__(self, catalog: Catalog, name: str, block: EntityBlock) -> None:
+    :param timezone: the campaign's time zone, the calendar of date windows.
+    """
+
+    def __init__(self, catalog: Catalog, name: str, block: EntityBlock, timezone: str = "UTC") -> None:
         self.catalog = catalog
         self.name = name
         self.block = block
+        self.timezone = timezone
         self._param = 0
         self._fields = self._referenced_fields()
 
@@ -337,11 +354,14 @@ class EntityBlockCompiler:
             return column.like(value)
         if op == "ilike":
             return column.ilike(value)
-        days = sa.func.make_interval(0, 0, 0, sa.literal(int(value), sa.Integer))
-        if op == "within_next_days":
-            return sa.and_(column >= sa.func.current_date(), column <= sa.func.current_date() + days)
-        if op == "within_last_days":
-            return sa.and_(column >= sa.func.now() - days, column <= sa.func.now())
+        if op in DAY_WINDOWS:
+            # campaign.within_next_days(column, days, time zone) and its kin (migration 0013):
+            # PostgreSQL picks the overload for the column's type (calendar days for a date,
+            # rolling days from now for a timestamp) and inlines it, so indexes still serve.
+            window = getattr(sa.func.campaign, op)
+            return window(
+                column, sa.literal(int(value), sa.Integer), sa.literal(self.timezone, sa.Text), type_=sa.Boolean
+            )
         raise ValueError(f"{path}: unknown operator {op!r}")
 
 

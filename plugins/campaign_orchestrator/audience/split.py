@@ -44,12 +44,12 @@ class SegmentRule:
     """No condition and no top: everyone left (only the last rule may be one)."""
 
 
-def compile_split_rules(split: Split, catalog: Catalog) -> list[SegmentRule]:
+def compile_split_rules(split: Split, catalog: Catalog, timezone: str = "UTC") -> list[SegmentRule]:
     """The rules of ``split`` in order; an empty list for a split by percentages."""
     compiled: list[SegmentRule] = []
     for index, rule in enumerate(split.rules or []):
         try:
-            compiled.append(_compile(index, rule, catalog))
+            compiled.append(_compile(index, rule, catalog, timezone))
         except (KeyError, ValueError) as exc:
             raise AudienceCompileError(
                 f"audience.split.rules[{index}]: {exc.args[0] if exc.args else exc}"
@@ -57,10 +57,10 @@ def compile_split_rules(split: Split, catalog: Catalog) -> list[SegmentRule]:
     return compiled
 
 
-def _compile(index: int, rule: SplitRule, catalog: Catalog) -> SegmentRule:
+def _compile(index: int, rule: SplitRule, catalog: Catalog, timezone: str) -> SegmentRule:
     order = parse_order_by(rule.order_by) if rule.order_by else []
     on_profile = EntityBlock.model_validate({"from": catalog.profile, "where": rule.where})
-    compiler = EntityBlockCompiler(catalog, rule.segment, on_profile)
+    compiler = EntityBlockCompiler(catalog, rule.segment, on_profile, timezone)
     profile, conditions = compiler.where_on("p", tuple(column for column, _ in order))
     key = profile.c[catalog.entity(catalog.profile).key]
     candidate = sa.table("split_candidate", sa.column("profile_id")).alias("candidate")

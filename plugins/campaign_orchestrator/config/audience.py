@@ -13,8 +13,10 @@ from campaign_orchestrator.config.base import IDENTIFIER, Duration, OrderBy, Str
 
 OPERATORS = (
     "eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "between", "is_null", "like", "ilike",
-    "within_next_days", "within_last_days",
+    "within_next_days", "within_last_days", "within_next_calendar_days", "within_last_calendar_days",
 )
+DAY_WINDOWS = ("within_next_days", "within_last_days", "within_next_calendar_days", "within_last_calendar_days")
+"""Operators of a window of days around now; see the README's "Dates and time windows"."""
 _FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
 
 
@@ -33,7 +35,7 @@ def _check_conditions(where: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{field_path}: {op} takes a list")
             if op == "between" and not (isinstance(value, list) and len(value) == 2):
                 raise ValueError(f"{field_path}: between takes [low, high]")
-            if op in ("within_next_days", "within_last_days") and not (isinstance(value, int) and value >= 0):
+            if op in DAY_WINDOWS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 raise ValueError(f"{field_path}: {op} takes a number of days")
     return where
 

@@ -89,7 +89,7 @@ def evaluate_audience(
     check_params(audience_query.text, audience_query.params, label)
     audience = sql.SQL("\n" + audience_query.text + "\n")  # type: ignore[arg-type]  # the campaign's own SQL
     draw_params, held_out, segment = _draw(holdout, split)
-    rules = split_rules(split, catalog)
+    rules = split_rules(split, catalog, audience_query.timezone)
     try:
         with conn.transaction():
             # One evaluation of a run at a time (a retry beside a zombie attempt): the second
@@ -183,7 +183,7 @@ def _draw(holdout: Holdout | None, split: Split | None) -> tuple[dict[str, Any],
     return params, held_out, segment
 
 
-def split_rules(split: Split | None, catalog: Catalog | None = None) -> list[SegmentRule]:
+def split_rules(split: Split | None, catalog: Catalog | None = None, timezone: str = "UTC") -> list[SegmentRule]:
     """The compiled rules of a split by rules (none for percentages or no split)."""
     if split is None or not split.rules:
         return []
@@ -194,7 +194,7 @@ def split_rules(split: Split | None, catalog: Catalog | None = None) -> list[Seg
         from campaign_orchestrator.paths import ProjectPaths
 
         catalog = load_catalog(ProjectPaths.discover().root / "include" / "entities.yaml")
-    return compile_split_rules(split, catalog)
+    return compile_split_rules(split, catalog, timezone)
 
 
 def _split_by_rules(conn: psycopg.Connection, run_key: int, rules: list[SegmentRule]) -> int:

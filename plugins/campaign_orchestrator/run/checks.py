@@ -109,7 +109,7 @@ def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str
         from campaign_orchestrator.run.audience import split_rules
 
         try:
-            split_rules(audience.split, load_catalog(paths.root / "include" / "entities.yaml"))
+            split_rules(audience.split, load_catalog(paths.root / "include" / "entities.yaml"), config.timezone)
         except (ValueError, OSError) as exc:  # AudienceCompileError is a ValueError
             problems.append(str(exc))
     return problems
@@ -121,7 +121,7 @@ def check_split_rules_in_store(conn: psycopg.Connection, config: CampaignConfig,
     from campaign_orchestrator.run.audience import probe_split_rules, split_rules
 
     try:
-        rules = split_rules(config.audience.split, load_catalog(paths.root / "include" / "entities.yaml"))
+        rules = split_rules(config.audience.split, load_catalog(paths.root / "include" / "entities.yaml"), config.timezone)
         probe_split_rules(conn, rules)
     except AudienceError as exc:
         return [str(exc)]
