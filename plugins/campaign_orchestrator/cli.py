@@ -20,9 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    from campaign_orchestrator.audience.compile import AudienceCompileError
+
     try:
         return int(args.handler(args) or 0)
-    except CliError as exc:
+    except (CliError, AudienceCompileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -174,8 +174,9 @@ def trigger_params(config: CampaignConfig) -> dict[str, Any]:
             {},
             type="object",
             title="Audience parameters for this run",
-            description="Override the config's audience params, e.g. {\"min_bookings\": 3}; "
-            "for a block's params write {\"<block>__<name>\": value}.",
+            description="Override the config's audience params, e.g. {\"min_bookings\": 3}; a block's "
+            "param by its name, or as {\"<block>__<name>\": value} when several blocks have it. "
+            "An unknown name fails the run (with the valid names).",
         ),
         "limit": Param(
             None, type=["null", "integer"], minimum=1, title="Limit",

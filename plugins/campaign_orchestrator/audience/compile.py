@@ -39,6 +39,11 @@ class AudienceCompileError(ValueError):
     """A block cannot be compiled; the message names the block and the field."""
 
 
+class UnknownAudienceParam(AudienceCompileError):
+    """An override (``--param``, the trigger form's ``audience_params``) names no parameter of
+    the audience, or one that several blocks have; the message lists the valid names."""
+
+
 @dataclass
 class AudienceQuery:
     """A SELECT returning profile_id (and entity_key when ``has_entity_key``), with params."""
@@ -69,8 +74,10 @@ class AudienceQuery:
 def compile_audience(
     config: CampaignConfig, paths: ProjectPaths, overrides: dict[str, Any] | None = None
 ) -> AudienceQuery:
+    """The audience as one SELECT. ``overrides`` set audience parameters for this run (see
+    :func:`resolve_params`); an unknown name raises :class:`UnknownAudienceParam`."""
     audience = config.audience
-    overrides = overrides or {}
+    overrides = resolve_params(config, paths, overrides or {})
     if audience.sql is not None:
         path = paths.sql / audience.sql
         return AudienceQuery(
@@ -100,6 +107,72 @@ def compile_audience(
         unique=not any(isinstance(audience.blocks[name], SqlBlock) for name in union),
         timezone=config.timezone,
     )
+
+
+def audience_params(config: CampaignConfig, paths: ProjectPaths) -> dict[str, set[str]]:
+    """The parameters an override may set: for an SQL audience ``{"": names}``, for blocks
+    ``{block: names}`` of each SQL block — its ``params`` and the ``%(name)s`` its file uses."""
+    from campaign_orchestrator.config.audience import SqlBlock
+
+    audience = config.audience
+    if audience.sql is not None:
+        return {"": set(audience.params) | _placeholders(paths.sql / audience.sql)}
+    return {
+        name: set(block.params) | _placeholders(paths.sql / block.sql)
+        for name, block in audience.blocks.items()
+        if isinstance(block, SqlBlock)
+    }
+
+
+def resolve_params(config: CampaignConfig, paths: ProjectPaths, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides by the names compilation binds: for blocks, ``<block>__<name>``.
+
+    A block's parameter is ``<block>__<name>``, or just ``<name>`` when exactly one block has
+    it. A name no parameter has, or one several blocks share, is an error naming the valid
+    ones (with "did you mean"): an override that silently changes nothing would send to an
+    audience nobody asked for."""
+    known = audience_params(config, paths)
+    valid = sorted(
+        {n for names in known.values() for n in names}
+        | {f"{block}__{n}" for block, names in known.items() if block for n in names}
+    )
+    resolved: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if "" in known:
+            if name not in known[""]:
+                raise UnknownAudienceParam(_unknown_param(name, valid, config.id))
+            resolved[name] = value
+            continue
+        block, sep, param = name.partition("__")
+        if sep and block in known and param in known[block]:
+            resolved[name] = value
+            continue
+        having = sorted(b for b, names in known.items() if name in names)
+        if len(having) > 1:
+            raise UnknownAudienceParam(
+                f"audience parameter {name!r} is used by blocks {', '.join(having)}: say which, e.g. "
+                f"{having[0]}__{name}"
+            )
+        if not having:
+            raise UnknownAudienceParam(_unknown_param(name, valid, config.id))
+        resolved[f"{having[0]}__{name}"] = value
+    return resolved
+
+
+def _unknown_param(name: str, valid: list[str], campaign_id: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(valid) if valid else "none (its audience takes no parameters)"
+    return f"unknown audience parameter {name!r}{hint} The audience of {campaign_id} has: {listed}"
+
+
+def _placeholders(path: Path) -> set[str]:
+    try:
+        return set(_PARAM.findall(path.read_text(encoding="utf-8")))
+    except OSError:
+        return set()
 
 
 def read_sql(path: Path) -> str:
@@ -376,4 +449,4 @@ def seed_of(salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "big") >> 1
 
 
-__all__ = ["AudienceCompileError", "AudienceQuery", "combine_sql", "compile_audience", "date", "datetime", "seed_of"]
+__all__ = ["AudienceCompileError", "AudienceQuery", "UnknownAudienceParam", "resolve_params", "combine_sql", "compile_audience", "date", "datetime", "seed_of"]

@@ -174,3 +174,14 @@ def test_store_demo_data_takes_a_number_of_bookings_per_profile(store, capsys) -
     assert 3600 <= store.execute("SELECT count(*) FROM crm.booking").fetchone()[0] <= 4400
     assert main(["store", "demo-data", "--profiles", "10", "--bookings-per-profile", "0"]) == 1
     assert "bookings_per_profile must be in (0, 100], got 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_an_unknown_param_is_an_error_naming_the_valid_ones(store, capsys) -> None:
+    generate_demo_data(store, profiles=300, seed=3)
+    for command in ("calculate", "preview"):
+        assert main([command, "winter_sale", "--param", "no_such_param=5"]) == 1
+        err = capsys.readouterr().err
+        assert "unknown audience parameter 'no_such_param'" in err and "lookback_days, min_bookings" in err
+    assert main(["calculate", "winter_sale", "--param", "min_booking=5"]) == 1
+    assert "did you mean 'min_bookings'?" in capsys.readouterr().err
