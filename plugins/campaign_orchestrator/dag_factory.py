@@ -244,8 +244,10 @@ def schedule_of(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]
     from airflow.sdk import CronTriggerTimetable
 
     tz = ZoneInfo(config.timezone)
-    start = _localize(config.valid.start, tz)
-    end = _localize(config.valid.end, tz, end_of_day=True) if config.valid.end is not None else None
+    valid = config.valid
+    # A manual campaign needs no window: it runs when triggered, from any date on.
+    start = _localize(valid.start, tz) if valid is not None else datetime(2020, 1, 1, tzinfo=tz)
+    end = _localize(valid.end, tz, end_of_day=True) if valid is not None and valid.end is not None else None
     sched = config.schedule
     if sched.manual:
         return None, start, end

@@ -72,7 +72,14 @@ class Catalog(BaseModel):
         try:
             return self.entities[name]
         except KeyError:
-            raise KeyError(f"unknown entity {name!r}; the catalog has {', '.join(sorted(self.entities))}") from None
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(self.entities), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise KeyError(
+                f"unknown entity {name!r}{hint} The catalog (include/entities.yaml) has "
+                f"{', '.join(sorted(self.entities))}"
+            ) from None
 
     def path(self, start: str, goal: str, via: list[str] | None = None) -> list[Hop]:
         """Hops from ``start`` to ``goal``: through ``via`` in order when given, else the

@@ -61,6 +61,8 @@ class AudienceQuery:
     the evaluation needs no DISTINCT of its own (see :func:`compile_audience`)."""
     timezone: str = "UTC"
     """The campaign's time zone: the calendar of date windows (``within_next_days``)."""
+    block_files: dict[str, Path] | None = None
+    """For blocks: the file of each SQL block, by name (errors point into it)."""
 
     def limited(self, limit: int) -> AudienceQuery:
         """The first ``limit`` members by profile id: an operator's cap for one run."""
@@ -104,9 +106,25 @@ def compile_audience(
         f"audience blocks of {config.id}",
         has_entity_key=True,
         blocks={name: q.text for name, q in compiled.items()},
+        block_files={name: paths.sql / b.sql for name, b in audience.blocks.items() if isinstance(b, SqlBlock)},
         unique=not any(isinstance(audience.blocks[name], SqlBlock) for name in union),
         timezone=config.timezone,
     )
+
+
+def block_problems(config: CampaignConfig, paths: ProjectPaths) -> list[str]:
+    """Every block that does not compile, each with its own message (compilation stops at
+    the first, for a run; validation reports them all)."""
+    catalog = load_catalog(paths.root / "include" / "entities.yaml")
+    problems = []
+    for name, block in config.audience.blocks.items():
+        try:
+            _compile_block(name, block, catalog, paths, {}, config.timezone)
+        except AudienceCompileError as exc:
+            problems.append(str(exc))
+        except (KeyError, ValueError, OSError) as exc:
+            problems.append(f"audience.blocks.{name}: {exc.args[0] if exc.args else exc}")
+    return problems
 
 
 def audience_params(config: CampaignConfig, paths: ProjectPaths) -> dict[str, set[str]]:
@@ -299,6 +317,8 @@ class EntityBlockCompiler:
         fields: dict[str, set[str]] = {}
         for name, entity in self.catalog.entities.items():
             fields[name] = {entity.key, *entity.links.values()}
+        for name in [self.block.from_, *self.block.via]:
+            self.catalog.entity(name)  # an unknown one is an error naming it, with "did you mean"
         for group in [self.block.where, *self.block.any_of]:
             for path in group:
                 if "." in path:

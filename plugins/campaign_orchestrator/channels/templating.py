@@ -50,7 +50,14 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class TemplateCheckError(ValueError):
-    """A template uses something a send cannot provide; the message names file and name."""
+    """Templates use something a send cannot provide: ``problems`` lists every one found,
+    each naming its file (and line) and name; ``str()`` joins them."""
+
+    def __init__(self, problems: str | Iterable[str], partial: TemplateFields | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.partial = partial
+        """What the parts without problems read, so later checks can go on with them."""
+        super().__init__("\n".join(self.problems))
 
 
 def _none_as_empty(value: Any) -> Any:
@@ -149,17 +156,18 @@ def undeclared_variables(
     always allowed.
     """
     known = set(allowed) | set(env.globals)
+    problems = []
     for name, ast in _closure(env, template_names):
-        unknown = sorted(meta.find_undeclared_variables(ast) - known)
-        if unknown:
-            first = unknown[0]
-            close = difflib.get_close_matches(first, sorted(known), n=1)
+        for unknown in sorted(meta.find_undeclared_variables(ast) - known):
+            line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == unknown), None)
+            close = difflib.get_close_matches(unknown, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."
-            raise TemplateCheckError(
-                f"{name}: unknown name {first!r}{hint} Templates may only use "
+            problems.append(
+                f"{name}{f':{line}' if line else ''}: unknown name {unknown!r}{hint} Templates may only use "
                 f"{', '.join(sorted(set(allowed)))}"
-                + (f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
             )
+    if problems:
+        raise TemplateCheckError(problems)
 
 
 def referenced_fields(env: Environment, template_names: Iterable[str], root: str = "profile") -> tuple[str, ...]:
@@ -171,45 +179,52 @@ def referenced_fields(env: Environment, template_names: Iterable[str], root: str
     Returns sorted, distinct names.
     """
     fields: set[str] = set()
+    problems: list[str] = []
     for name, ast in _closure(env, template_names):
-        for found in _fields_in(ast, root, name):
+        for found in _fields_in(ast, root, name, problems):
             if not _FIELD.fullmatch(found):
-                raise TemplateCheckError(f"{name}: {root}[{found!r}] is not a column name")
+                problems.append(f"{name}: {root}[{found!r}] is not a column name")
             fields.add(found)
+    if problems:
+        raise TemplateCheckError(problems)
     return tuple(sorted(fields))
 
 
-def _fields_in(node: nodes.Node, root: str, template: str) -> Iterator[str]:
+def _fields_in(node: nodes.Node, root: str, template: str, problems: list[str]) -> Iterator[str]:
     # A field access is the only way ``root`` may appear; anything else is the bare object.
     if isinstance(node, nodes.Call) and _is_root_get(node.node, root):
         if node.args and isinstance(node.args[0], nodes.Const) and isinstance(node.args[0].value, str):
             yield node.args[0].value
             for child in [*node.args[1:], *node.kwargs]:
-                yield from _fields_in(child, root, template)
+                yield from _fields_in(child, root, template, problems)
             return
-        raise TemplateCheckError(f"{template}:{node.lineno}: {root}.get() needs a constant field name")
+        problems.append(f"{template}:{node.lineno}: {root}.get() needs a constant field name")
+        return
     if isinstance(node, nodes.Getattr) and _is_root(node.node, root):
         if node.attr in _DICT_ATTRIBUTES:
             # profile.items is the dict method, not the column: Jinja tries attributes first.
-            raise TemplateCheckError(
+            problems.append(
                 f"{template}:{node.lineno}: {root}.{node.attr} is a dict method; write {root}['{node.attr}']"
             )
+            return
         yield node.attr
         return
     if isinstance(node, nodes.Getitem) and _is_root(node.node, root):
         if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             yield node.arg.value
             return
-        raise TemplateCheckError(
+        problems.append(
             f"{template}:{node.lineno}: {root}[...] needs a constant field name, e.g. {root}['city']"
         )
+        return
     if _is_root(node, root):
-        raise TemplateCheckError(
+        problems.append(
             f"{template}:{node.lineno}: uses {root!r} as a whole; name each field ({root}.first_name) "
             "so the send fetches only those columns"
         )
+        return
     for child in node.iter_child_nodes():
-        yield from _fields_in(child, root, template)
+        yield from _fields_in(child, root, template, problems)
 
 
 def _is_root(node: nodes.Node, root: str) -> bool:
@@ -254,6 +269,8 @@ def referenced_entity_paths(env: Environment, template_names: Iterable[str]) -> 
     for name, ast in _closure(env, template_names):
         collector.template = name
         collector.visit(ast, frozenset())
+    if collector.problems:
+        raise TemplateCheckError(collector.problems)
     return TemplateFields(
         entity=tuple(sorted(collector.entity)),
         entities=tuple(sorted(collector.entities)),
@@ -267,6 +284,7 @@ class _EntityPathCollector:
         self.entity: set[EntityPath] = set()
         self.entities: set[EntityPath] = set()
         self.uses_entities = False
+        self.problems: list[str] = []
 
     def visit(self, node: nodes.Node, items: frozenset[str]) -> None:
         """``items`` are the loop variables standing for one item of ``entities``."""
@@ -297,12 +315,13 @@ class _EntityPathCollector:
         if isinstance(node, nodes.Name) and node.ctx == "load" and (node.name in (ENTITY, ENTITIES, *items)):
             what = "an item of entities" if node.name in items else repr(node.name)
             example = "entity.start_date, entity.product.name" if node.name == ENTITY else "b.start_date, b.product.name"
-            raise TemplateCheckError(
+            self.problems.append(
                 f"{self.template}:{node.lineno}: uses {what} as a whole; name each field ({example}), "
                 "with constant names, so the send fetches only those columns"
                 + ("; loop over entities ({% for b in entities %}), count it (entities|length) or index it "
                    "(entities[0].start_date); the step's entities_order_by orders it" if node.name == ENTITIES else "")
             )
+            return
         for child in node.iter_child_nodes():
             self.visit(child, items)
 
@@ -314,9 +333,10 @@ class _EntityPathCollector:
             iterable = iterable.node
         if _is_root(iterable, ENTITIES):
             if not isinstance(node.target, nodes.Name):
-                raise TemplateCheckError(
+                self.problems.append(
                     f"{self.template}:{node.lineno}: loop over entities with one name, e.g. {{% for b in entities %}}"
                 )
+                return
             self.uses_entities = True
             inner = items | {node.target.name}
         else:
@@ -333,10 +353,11 @@ class _EntityPathCollector:
     def _record(self, root: str, segments: list[tuple[str | int, bool]], lineno: int) -> None:
         if root == ENTITIES:
             if not segments or not isinstance(segments[0][0], int):
-                raise TemplateCheckError(
+                self.problems.append(
                     f"{self.template}:{lineno}: entities is a list: loop over it ({{% for b in entities %}}"
                     "{{ b.start_date }}{% endfor %}) or index it (entities[0].start_date)"
                 )
+                return
             segments = segments[1:]
         path: list[str] = []
         for value, _ in segments:
@@ -345,16 +366,19 @@ class _EntityPathCollector:
             path.append(value)
         label = ENTITY if root == ENTITY else "an item of entities"
         if not path:
-            raise TemplateCheckError(
+            self.problems.append(
                 f"{self.template}:{lineno}: uses {label} as a whole; name each field (e.g. .start_date)"
             )
+            return
         first, by_attribute = segments[0]
         if by_attribute and first in _DICT_ATTRIBUTES:
-            raise TemplateCheckError(
+            self.problems.append(
                 f"{self.template}:{lineno}: {label}.{first} is a dict method; write [{first!r}] instead"
             )
+            return
         if not _FIELD.fullmatch(path[0]):
-            raise TemplateCheckError(f"{self.template}:{lineno}: {label}[{path[0]!r}] is not a column name")
+            self.problems.append(f"{self.template}:{lineno}: {label}[{path[0]!r}] is not a column name")
+            return
         (self.entity if root == ENTITY else self.entities).add(tuple(path))
 
 
@@ -398,12 +422,30 @@ def check_template_fields(env: Environment, template_names: Iterable[str]) -> Te
     """All checks; return what the templates read. Syntax errors are re-raised as
     :class:`TemplateCheckError` naming the file and line."""
     names = list(template_names)
-    try:
-        undeclared_variables(env, names)
-        entity_fields = referenced_entity_paths(env, names)
-        return replace(entity_fields, profile=referenced_fields(env, names))
-    except TemplateSyntaxError as exc:
-        raise TemplateCheckError(f"{exc.name or exc.filename}:{exc.lineno}: {exc.message}") from exc
+    problems: list[str] = []
+    clean = []
+    for name in names:  # each part on its own: one broken file hides nothing in the others
+        found = len(problems)
+        for check in (undeclared_variables, referenced_entity_paths, referenced_fields):
+            try:
+                check(env, [name])
+            except TemplateSyntaxError as exc:
+                message = f"{exc.name or exc.filename}:{exc.lineno}: {exc.message}"
+                if message not in problems:
+                    problems.append(message)
+                break
+            except TemplateCheckError as exc:
+                problems += [p for p in exc.problems if p not in problems]
+        if len(problems) == found:
+            clean.append(name)
+    if problems:
+        raise TemplateCheckError(problems, _read_by(env, clean) if clean else None)
+    return _read_by(env, names)
+
+
+def _read_by(env: Environment, names: list[str]) -> TemplateFields:
+    entity_fields = referenced_entity_paths(env, names)
+    return replace(entity_fields, profile=referenced_fields(env, names))
 
 
 def check_templates(env: Environment, template_names: Iterable[str]) -> tuple[str, ...]:

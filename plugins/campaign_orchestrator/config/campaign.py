@@ -38,7 +38,11 @@ class CampaignConfig(StrictModel):
     tags: list[str] = Field(default_factory=list)
     schedule: Schedule
     timezone: str = "UTC"
-    valid: ValidityWindow
+    valid: ValidityWindow | None = Field(
+        default=None,
+        description="The dates the campaign is scheduled between; required unless schedule is manual "
+        "(a manual campaign runs whenever it is triggered)",
+    )
     audience: Audience
     steps: list[Step] = Field(min_length=1)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -92,11 +96,23 @@ class CampaignConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_step_ids(self) -> CampaignConfig:
-        seen: set[str] = set()
-        for step in self.steps:
+        seen: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
             if step.id in seen:
-                raise ValueError(f"two steps have the id {step.id!r}; step ids must be unique")
-            seen.add(step.id)
+                raise ValueError(
+                    f"steps[{index}].id: step id {step.id!r} is already the id of steps[{seen[step.id]}]; "
+                    "step ids must be unique (they name the step's tasks and ledger rows)"
+                )
+            seen[step.id] = index
+        return self
+
+    @model_validator(mode="after")
+    def _valid_unless_manual(self) -> CampaignConfig:
+        if self.valid is None and not self.schedule.manual:
+            raise ValueError(
+                "valid: required for a scheduled campaign: the first day it may run (and optionally the last), "
+                "e.g. valid: {start: 2026-12-01, end: 2027-03-31}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,9 @@ from pydantic import Field, field_validator, model_validator
 from campaign_orchestrator.config.base import IDENTIFIER, StrictModel
 
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+_CRON_FIELDS = (
+    ("minute", "0-59"), ("hour", "0-23"), ("day", "1-31"), ("month", "1-12 or JAN-DEC"), ("weekday", "0-6 or SUN-SAT"),
+)
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
 
 
@@ -87,6 +90,14 @@ class Schedule(StrictModel):
         from croniter import croniter  # Airflow's own cron parser: what it refuses, it refuses later
 
         if not croniter.is_valid(value):
+            # Each field alone (the others '*'): say which is wrong and what it takes.
+            for index, (name, allowed) in enumerate(_CRON_FIELDS):
+                alone = " ".join(f if i == index else "*" for i, f in enumerate(fields))
+                if not croniter.is_valid(alone):
+                    raise ValueError(
+                        f"{value!r}: the {name} field {fields[index]!r} is out of range; {name} takes {allowed}, "
+                        "e.g. '0 9 * * 1' (minute hour day month weekday)"
+                    )
             raise ValueError(
                 f"{value!r} is not a valid cron expression: minute 0-59, hour 0-23, day 1-31, month 1-12 "
                 "(or JAN-DEC), weekday 0-6 (or SUN-SAT), e.g. '0 9 * * 1'"

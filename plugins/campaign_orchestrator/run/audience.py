@@ -258,20 +258,55 @@ def probe_audience_columns(
     source_file = source.source_file if isinstance(source, AudienceQuery) else source
     label = source.label if isinstance(source, AudienceQuery) else str(source)
     try:
-        with conn.transaction():
-            probe = sql.SQL(_PROBE_PREFIX + "\n{}\n) AS audience LIMIT 0").format(sql.SQL(text))  # type: ignore[arg-type]
-            cur = conn.execute(probe, params)
+        return _probe(conn, text, params)
     except psycopg.Error as exc:
-        diag = exc.diag
-        where = label
-        if diag.statement_position and source_file is not None:
-            offset = int(diag.statement_position) - 1 - len(_PROBE_PREFIX) - 1
-            if 0 <= offset <= len(text):
-                line = text.count("\n", 0, offset) + 1
-                column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-                where = f"{source_file}:{line}:{column}"
-        raise AudienceError(
-            f"{where}: PostgreSQL rejected the audience SQL: {diag.message_primary or exc}"
-            + (f" (hint: {diag.message_hint})" if diag.message_hint else "")
-        ) from exc
+        if isinstance(source, AudienceQuery) and source.block_files is not None:
+            # Blocks are spliced into one statement: find the block PostgreSQL refuses, and
+            # its position in the block's own file.
+            _locate_block_error(conn, source)
+        raise AudienceError(_rejected(exc, label, source_file, text)) from exc
+
+
+def _probe(conn: psycopg.Connection, text: str, params: dict[str, Any]) -> list[str]:
+    with conn.transaction():
+        probe = sql.SQL(_PROBE_PREFIX + "\n{}\n) AS audience LIMIT 0").format(sql.SQL(text))  # type: ignore[arg-type]
+        cur = conn.execute(probe, params)
     return [col.name for col in cur.description or ()]
+
+
+def _rejected(
+    exc: psycopg.Error, label: str, source_file: Path | None, text: str, what: str = "the audience SQL"
+) -> str:
+    """``file:line:column: PostgreSQL rejected …`` (the file's own line and column, through
+    psycopg's placeholder numbering), or the label when the text is not one file."""
+    from campaign_orchestrator.audience.sql_syntax import line_column, text_offset
+
+    diag = exc.diag
+    where = label
+    if diag.statement_position and source_file is not None:
+        offset = text_offset(_PROBE_PREFIX + "\n" + text, int(diag.statement_position)) - len(_PROBE_PREFIX) - 1
+        if 0 <= offset <= len(text):
+            where = f"{source_file}:{line_column(text, offset)}"
+    return (
+        f"{where}: PostgreSQL rejected {what}: {diag.message_primary or exc}"
+        + (f" (hint: {diag.message_hint})" if diag.message_hint else "")
+    )
+
+
+def _locate_block_error(conn: psycopg.Connection, source: AudienceQuery) -> None:
+    """Raise AudienceError for the first block PostgreSQL rejects on its own; return when
+    each block plans alone (the combination is what fails)."""
+    for name, text in source.blocks.items():
+        prefix = f"{name}__"
+        path = (source.block_files or {}).get(name)
+        if path is not None:  # an SQL block: its own file, with its own parameter names
+            own_text = read_audience_sql(path)
+            own_params = {k.removeprefix(prefix): v for k, v in source.params.items() if k.startswith(prefix)}
+        else:
+            own_text, own_params = text, {k: v for k, v in source.params.items() if k.startswith(prefix)}
+        try:
+            _probe(conn, own_text, own_params)
+        except psycopg.Error as exc:
+            raise AudienceError(
+                _rejected(exc, f"audience.blocks.{name}", path, own_text, f"block {name}")
+            ) from exc

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.templating import TemplateCheckError, check_template_fields, template_environment
+from campaign_orchestrator.audience.sql_syntax import syntax_problems
 from campaign_orchestrator.run.audience import AudienceError, read_audience_sql, referenced_params
+from campaign_orchestrator.store.declared_schema import declared_columns
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,7 +43,9 @@ def template_fields_of_steps(
         try:
             fields[step.id] = check_template_fields(env, names)
         except TemplateCheckError as exc:
-            problems.append(f"steps[{index}].template: {exc}")
+            problems += [f"steps[{index}].template: {problem}" for problem in exc.problems]
+            if exc.partial is not None:  # the parts without problems are checked further
+                fields[step.id] = exc.partial
         except OSError as exc:  # a missing file: the loader reports it with the field path
             problems.append(f"steps[{index}].template: {exc}")
     return fields, problems
@@ -90,7 +94,13 @@ def step_enrichments(
 
 
 def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str]:
-    problems = check_campaign_templates(config, paths)
+    """Every check that needs no store: templates (names, fields, the profile's columns as the
+    migrations declare them), SQL files (syntax, parameters), each audience block."""
+    fields, problems = template_fields_of_steps(config, paths)
+    problems += step_enrichments(config, paths, fields)[1]
+    declared = declared_columns(paths.migrations).get("crm.profile")
+    if declared:
+        problems += _profile_column_problems(config, fields, set(declared), "as include/sql/migrations/ declare it")
     audience = config.audience
     if audience.sql is not None:
         problems += _check_sql_params("audience", paths.sql / audience.sql, audience.params, paths)
@@ -98,12 +108,9 @@ def check_campaign_deep(config: CampaignConfig, paths: ProjectPaths) -> list[str
         if hasattr(block, "sql"):
             problems += _check_sql_params(f"audience.blocks.{name}", paths.sql / block.sql, block.params, paths)
     if audience.blocks:
-        from campaign_orchestrator.audience.compile import AudienceCompileError, compile_audience
+        from campaign_orchestrator.audience.compile import block_problems
 
-        try:
-            compile_audience(config, paths)
-        except (AudienceCompileError, KeyError, ValueError, OSError) as exc:
-            problems.append(str(exc))
+        problems += block_problems(config, paths)
     if audience.split is not None and audience.split.rules:
         from campaign_orchestrator.audience.catalog import load_catalog
         from campaign_orchestrator.run.audience import split_rules
@@ -130,13 +137,45 @@ def check_split_rules_in_store(conn: psycopg.Connection, config: CampaignConfig,
     return []
 
 
+def _profile_column_problems(
+    config: CampaignConfig, read: dict[str, TemplateFields], columns: set[str], where: str
+) -> list[str]:
+    """Profile fields of templates and direct-mail extracts that crm.profile lacks, with "did
+    you mean"; ``where`` says whose columns these are."""
+    import difflib
+
+    def unknown(name: str) -> str:
+        close = difflib.get_close_matches(name, sorted(columns), n=1)
+        return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+    problems = []
+    for index, step in enumerate(config.steps):
+        if step.channel == "wait":
+            continue
+        missing_fields = sorted(set(getattr(step, "fields", ())) - columns) if step.channel == "direct_mail" else []
+        if missing_fields:
+            problems.append(
+                f"steps[{index}].fields: crm.profile has no column {', '.join(map(unknown, missing_fields))} "
+                f"({where}); columns: {', '.join(sorted(columns))}"
+            )
+        used = read.get(step.id)
+        missing = sorted(set(used.profile if used else ()) - columns)
+        if missing:
+            problems.append(
+                f"steps[{index}].template: {step.template} uses profile.{', profile.'.join(missing)}, but "
+                f"crm.profile has no column {', '.join(map(unknown, missing))} ({where}); "
+                f"columns: {', '.join(sorted(columns))}"
+            )
+    return problems
+
+
 def _check_sql_params(where: str, sql_path, params: dict, paths: ProjectPaths) -> list[str]:
     if not sql_path.is_file():
         return [f"{where}.sql: file not found: {sql_path}"]
     text = read_audience_sql(sql_path)
     if not text:
         return [f"{where}.sql: {sql_path} is empty; write a SELECT returning profile_id"]
-    problems = []
+    problems = syntax_problems(sql_path, text)
     missing = sorted(referenced_params(text) - set(params))
     if missing:
         problems.append(
@@ -172,29 +211,13 @@ def check_profile_fields(conn: psycopg.Connection, config: CampaignConfig, paths
     from campaign_orchestrator.run.enrichment import check_enrichment_in_store
 
     read, _ = template_fields_of_steps(config, paths)
-    fields = {step_id: r.profile for step_id, r in read.items()}
     columns = {
         row[0]
         for row in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'crm' AND table_name = 'profile'"
         )
     }
-    problems = []
-    for index, step in enumerate(config.steps):
-        if step.channel == "wait":
-            continue
-        unknown_fields = sorted(set(getattr(step, "fields", ())) - columns) if step.channel == "direct_mail" else []
-        if unknown_fields:
-            problems.append(
-                f"steps[{index}].fields: {', '.join(unknown_fields)} not in crm.profile; "
-                f"columns: {', '.join(sorted(columns))}"
-            )
-        unknown = sorted(set(fields.get(step.id, ())) - columns)
-        if unknown:
-            problems.append(
-                f"steps[{index}].template: {step.template} uses profile.{', profile.'.join(unknown)}, "
-                f"which crm.profile does not have; columns: {', '.join(sorted(columns))}"
-            )
+    problems = _profile_column_problems(config, read, columns, "in the store")
     for index, enrichment in step_enrichments(config, paths, read)[0].values():
         problems += check_enrichment_in_store(conn, enrichment, index, config.steps[index].template)
     return problems

@@ -46,7 +46,7 @@ def test_validate_catches_template_and_param_mistakes(tmp_path: Path, capsys, mo
     cfg.write_text(cfg.read_text().replace("    lookback_days: 365", "    lookback: 365"))
     assert main(["validate"]) == 1
     err = capsys.readouterr().err
-    assert "winter_sale/subject.txt: unknown name 'profle'; did you mean 'profile'?" in err
+    assert "winter_sale/subject.txt:1: unknown name 'profle'; did you mean 'profile'?" in err
     assert "uses %(lookback_days)s but no value is given" in err
     assert "lookback not used by winter_sale.sql" in err
 

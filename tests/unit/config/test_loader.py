@@ -195,3 +195,42 @@ def test_parsing_context_loads_only_the_campaign_asked_for(project: ProjectPaths
     broken = load_campaigns(folder, project, only_id="broken_file")
     assert broken.configs == {} and [e.campaign_id for e in broken.errors] == ["broken_file"]
     assert [e.campaign_id for e in load_campaigns(folder, project, only_id="other").errors] == ["other"]
+
+
+def test_an_empty_file_says_so(project: ProjectPaths) -> None:
+    path = write(project, "empty.yaml", "")
+    assert only_error(project) == f"{path}: (file): file is empty; it must be a mapping of campaign fields"
+    write(project, "empty.yaml", "# only a comment\n")
+    assert "file is empty" in only_error(project)
+
+
+def test_a_duplicate_step_id_names_the_step_and_its_line(project: ProjectPaths) -> None:
+    path = write(project, "spring.yaml", VALID + """\
+  - id: offer
+    channel: email
+    template: spring
+    sender: "Acme <news@acme.example>"
+""")
+    assert only_error(project) == (
+        f"{path}:17: steps[1].id: step id 'offer' is already the id of steps[0]; step ids must be unique "
+        "(they name the step's tasks and ledger rows)"
+    )
+
+
+@pytest.mark.parametrize(("cron", "field", "allowed"), [
+    ("0 25 * * *", "hour '25'", "0-23"), ("60 9 * * *", "minute '60'", "0-59"), ("0 9 0 * *", "day '0'", "1-31"),
+    ("0 9 * 13 *", "month '13'", "1-12 or JAN-DEC"), ("0 9 * * 8", "weekday '8'", "0-6 or SUN-SAT"),
+])
+def test_an_out_of_range_cron_field_is_named(project: ProjectPaths, cron: str, field: str, allowed: str) -> None:
+    write(project, "spring.yaml", VALID.replace('"0 9 * * 1"', f'"{cron}"'))
+    error = only_error(project)
+    assert f":6: schedule: '{cron}': the {field.split()[0]} field {field.split()[1]} is out of range" in error
+    assert f"takes {allowed}" in error
+
+
+def test_valid_is_optional_for_a_manual_campaign_and_required_otherwise(project: ProjectPaths) -> None:
+    manual = "\n".join(line for line in VALID.splitlines() if not line.startswith("valid:"))
+    write(project, "spring.yaml", manual.replace('"0 9 * * 1"', "manual"))
+    assert load(project).ok
+    path = write(project, "spring.yaml", manual)
+    assert only_error(project).startswith(f"{path}: valid: required for a scheduled campaign")

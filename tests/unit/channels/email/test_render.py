@@ -101,7 +101,7 @@ def test_templates_are_compiled_once(paths: ProjectPaths) -> None:
 
 def test_unknown_template_names_fail_at_construction(tmp_path: Path) -> None:
     paths = project(tmp_path, "Hi {{ user.name }}", "x", "x")
-    with pytest.raises(TemplateCheckError, match="spring/subject.txt: unknown name 'user'"):
+    with pytest.raises(TemplateCheckError, match="spring/subject.txt:1: unknown name 'user'"):
         EmailRenderer(step(), CAMPAIGN, 7, paths)
 
 

@@ -82,7 +82,7 @@ def test_empty_link_is_none_and_empty_body_is_rejected(tmp_path: Path) -> None:
 
 def test_data_strings_are_checked_like_templates(tmp_path: Path) -> None:
     paths = project(tmp_path, FILES)
-    with pytest.raises(TemplateCheckError, match=r"promo/data.tier: unknown name 'profle'"):
+    with pytest.raises(TemplateCheckError, match=r"promo/data.tier:1: unknown name 'profle'"):
         PushRenderer(step(data={"tier": "{{ profle.tier }}"}), CAMPAIGN, 7, paths)
     with pytest.raises(TemplateCheckError, match="uses 'profile' as a whole"):
         PushRenderer(step(data={"all": "{{ profile }}"}), CAMPAIGN, 7, paths)
