@@ -14,13 +14,14 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 # Only used when no `campaign_store` Airflow connection is configured.
 export CAMPAIGNS_EMBEDDED_STORE ?= $(CURDIR)/.campaign-store
 
-.PHONY: help venv test chaos demo up bench validate schema lock stop clean
+.PHONY: help venv test chaos demo up shell bench validate schema lock stop clean
 
 help:
-	@echo "make demo      fresh clone -> demo data -> two campaigns sent to a local mailbox"
+	@echo "make demo      fresh clone -> demo data -> three campaigns sent to a local mailbox"
 	@echo "make test      the test suite (needs PostgreSQL on 127.0.0.1:5432 or uses the embedded one)"
 	@echo "make chaos     fault tests: killed send tasks, store restarts, dropped SMTP, throttling"
 	@echo "make up        Airflow standalone with the campaigns, UI on http://localhost:8080"
+	@echo "make shell     a shell with the venv active and make's settings: campaigns, airflow dags test …"
 	@echo "make bench     benchmarks, with bare baselines measured in the same run (BENCH_ARGS='--only run,parse')"
 	@echo "make validate  campaigns validate"
 	@echo "make schema    regenerate dags/campaigns/campaign.schema.json"
@@ -48,6 +49,12 @@ demo: venv
 
 up: venv
 	$(BIN)/python -m campaign_orchestrator.devtools.standalone
+
+# The venv's `campaigns` and `airflow` on PATH, with the variables above and the local
+# unsubscribe secret (`campaigns env` prints them for a shell of your own). `exit` leaves.
+shell: venv
+	@echo "(campaigns) venv active, Airflow home $(AIRFLOW_HOME); 'exit' to leave"
+	@bash --rcfile <(echo '[ -f ~/.bashrc ] && . ~/.bashrc; . $(BIN)/activate; eval "$$($(BIN)/campaigns env)"; PS1="(campaigns) $${PS1:-\$$ }"') -i
 
 bench: venv
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

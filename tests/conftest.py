@@ -18,8 +18,9 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["CAMPAIGNS_HOME"] = str(ROOT)
-# Tests never fall back to an embedded store silently: the store fixture says which it uses.
-os.environ.pop("CAMPAIGNS_EMBEDDED_STORE", None)
+# Tests never fall back to an embedded store silently (not even the project's .campaign-store/
+# of a `make demo`): the store fixture says which it uses.
+os.environ["CAMPAIGNS_EMBEDDED_STORE"] = ""
 # The api-server signs its JWTs with this (test-only; a real deployment sets its own).
 os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "test-only-jwt-secret-" + "0" * 48)
 # Marketing emails carry a signed one-click unsubscribe link (test-only secret).

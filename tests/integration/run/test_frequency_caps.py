@@ -141,3 +141,38 @@ def test_two_send_tasks_at_once_share_one_rate(store, project, smtp_server) -> N
     assert elapsed >= (240 - rate) / rate * 0.9  # 240 messages at 40/s after a burst of 40
     window_max = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert window_max <= rate + rate + 10  # rate plus the burst, plus one chunk of slack
+
+
+def test_dry_runs_and_proofs_never_count_and_a_deleted_rehearsal_stops_counting(store, project, smtp_server) -> None:
+    from campaign_orchestrator.channels.dry_run import FileSender
+    from campaign_orchestrator.run.history import delete_run, list_runs
+    from campaign_orchestrator.run.proof import send_proof
+
+    add_profiles(store, [{"profile_id": i, "email": f"u{i}@example.com", "first_name": "A",
+                          "consent": {"email": "opted_in"}} for i in range(1, 6)])
+    # A dry run: every message rendered to a file, its rows end 'rendered'.
+    rehearsal = campaign("rehearsal")
+    run_key = register_run(store, rehearsal.id, "dry", None, {"dry_run": True})
+    evaluate_audience(store, run_key, project.sql / "a" / "all.sql", {}, None)
+    sendable = target_step(store, run_key, rehearsal, rehearsal.steps[0]).sendable
+    renderer, _ = build_channel(rehearsal.steps[0], rehearsal, run_key, project)
+    dry = BatchSender(store_connection, run_key, rehearsal.steps[0], renderer,
+                      lambda: FileSender(project.root / "dry"), dry_run=True)
+    for batch in plan_batches(sendable, 20):
+        assert dry.run(Batch.from_xcom(batch)).sent == 5
+    # A proof to a seed address: no ledger row at all.
+    results = send_proof(store, rehearsal, rehearsal.steps[0], project, 1, ["qa@example.com"])
+    assert [outcome.status for _, outcome in results] == ["sent"]
+    # A rehearsal that really sent (say `airflow dags test` against a test SMTP server).
+    for sender, batch in prepared(store, project, campaign("dags_test_rehearsal"), CAP):
+        assert sender.run(batch).sent == 5
+    assert [(r.dag_run_id, r.sent) for r in list_runs(store) if r.campaign_id == "dags_test_rehearsal"] == [("r1", 5)]
+    # The production campaign: the rehearsal's real sends cap it, until the rehearsal is deleted.
+    for sender, batch in prepared(store, project, campaign("production"), CAP):
+        assert sender.run(batch).sent == 0
+    assert delete_run(store, "dags_test_rehearsal", "r1").sent == 5
+    store.execute("DELETE FROM campaign.run WHERE campaign_id = 'production'")
+    for sender, batch in prepared(store, project, campaign("production"), CAP):
+        assert sender.run(batch).sent == 5  # neither the dry run nor the proof counted
+    received = Counter(r for m in smtp_server.handler.messages for r in m.rcpt_tos)
+    assert received == Counter({**{f"u{i}@example.com": 2 for i in range(1, 6)}, "qa@example.com": 1})

@@ -185,3 +185,66 @@ def test_an_unknown_param_is_an_error_naming_the_valid_ones(store, capsys) -> No
         assert "unknown audience parameter 'no_such_param'" in err and "lookback_days, min_bookings" in err
     assert main(["calculate", "winter_sale", "--param", "min_booking=5"]) == 1
     assert "did you mean 'min_bookings'?" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_render_picks_one_of_a_profiles_entities(store, capsys, tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "include", root / "include")
+    (root / "dags" / "campaigns").mkdir(parents=True)
+    (root / "dags" / "campaigns" / "trips.yaml").write_text(
+        "schedule: manual\n"
+        "audience:\n  blocks:\n    trips: {from: booking, where: {status: confirmed}, entity_key: booking}\n"
+        "steps:\n  - {id: trip_email, channel: email, purpose: transactional, template: trip, "
+        "sender: 'W <w@w.example>'}\n"
+    )
+    folder = root / "include" / "templates" / "trip"
+    folder.mkdir()
+    for part in ("subject.txt", "body.txt", "body.html"):
+        (folder / part).write_text("Booking {{ entity_key }}: {{ entity.product.name }}")
+    monkeypatch.setenv("CAMPAIGNS_HOME", str(root))
+    generate_demo_data(store, profiles=300, seed=3)
+    profile_id, first, second = store.execute(
+        """
+        SELECT b.profile_id, min(b.booking_id), max(b.booking_id) FROM crm.booking b
+        JOIN crm.profile p USING (profile_id)
+        WHERE b.status = 'confirmed' AND p.email ~ '^[a-z.0-9]+@example\\.com$'
+          AND NOT EXISTS (SELECT FROM crm.suppression s WHERE s.address = lower(btrim(p.email)))
+        GROUP BY 1 HAVING count(*) >= 2 ORDER BY 1 LIMIT 1
+        """
+    ).fetchone()
+    for key in (first, second):
+        assert main(["render", "trips", "--profile", str(profile_id), "--entity", str(key)]) == 0
+        assert f"Booking {key}:" in capsys.readouterr().out
+    assert main(["render", "trips", "--profile", str(profile_id)]) == 0
+    assert f"Booking {first}:" in capsys.readouterr().out  # their first, by default
+    assert main(["render", "trips", "--profile", str(profile_id), "--entity", "424242"]) == 0
+    out = capsys.readouterr().out
+    assert f"has no entity '424242'" in out and str(first) in out and str(second) in out
+
+
+@pytest.mark.integration
+def test_runs_are_listed_and_a_rehearsal_deleted_on_purpose(store, capsys) -> None:
+    store.execute(
+        "INSERT INTO campaign.run (campaign_id, dag_run_id, logical_date) VALUES "
+        "('winter_sale', 'manual__rehearsal', '2026-12-07 09:00+00'), ('winter_sale', 'scheduled__real', NULL)"
+    )
+    assert main(["runs", "list", "winter_sale"]) == 0
+    out = capsys.readouterr().out
+    assert "manual__rehearsal" in out and "scheduled__real" in out and "2026-12-07 09:00" in out
+    assert main(["runs", "delete", "winter_sale", "manual__rehearsal", "--yes"]) == 0
+    assert "deleted run manual__rehearsal of winter_sale" in capsys.readouterr().out
+    assert store.execute("SELECT dag_run_id FROM campaign.run").fetchall() == [("scheduled__real",)]
+    assert main(["runs", "delete", "winter_sale", "manual__rehearsal", "--yes"]) == 1
+    assert "no run 'manual__rehearsal' of winter_sale" in capsys.readouterr().err
+
+
+def test_env_prints_what_make_sets_for_a_shell_of_ones_own(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CAMPAIGN_STORE", raising=False)
+    monkeypatch.delenv("AIRFLOW__CORE__DAGS_FOLDER", raising=False)
+    monkeypatch.delenv("CAMPAIGNS_EMBEDDED_STORE", raising=False)
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert f"export AIRFLOW__CORE__DAGS_FOLDER={ROOT / 'dags'}" in out
+    assert f"export CAMPAIGNS_EMBEDDED_STORE={ROOT / '.campaign-store'}" in out
+    assert "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE" not in out  # the tests' own is kept
