@@ -220,7 +220,7 @@ def test_render_picks_one_of_a_profiles_entities(store, capsys, tmp_path: Path, 
     assert f"Booking {first}:" in capsys.readouterr().out  # their first, by default
     assert main(["render", "trips", "--profile", str(profile_id), "--entity", "424242"]) == 0
     out = capsys.readouterr().out
-    assert f"has no entity '424242'" in out and str(first) in out and str(second) in out
+    assert "has no entity '424242'" in out and str(first) in out and str(second) in out
 
 
 @pytest.mark.integration
