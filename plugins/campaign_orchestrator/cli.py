@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, "handler", None) is not cmd_store_psql:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.args = [*rest, *args.args]  # `campaigns store psql -c '…'`: psql's own options
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from campaign_orchestrator.config.loader import ConfigError, LoadResult, load_campaigns
+from campaign_orchestrator.config.schedule import CRON_PRESETS
 from campaign_orchestrator.paths import ProjectPaths
 
 if TYPE_CHECKING:
@@ -27,14 +28,6 @@ if TYPE_CHECKING:
     from campaign_orchestrator.config.campaign import CampaignConfig
 
 INVALID_TAG = "invalid-config"
-CRON_PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@quarterly": "0 0 1 */3 *",
-    "@yearly": "0 0 1 1 *",
-}
 
 
 def build_dags(namespace: dict[str, Any], config_dir: Path | None = None) -> LoadResult:
@@ -53,7 +46,7 @@ def build_dags(namespace: dict[str, Any], config_dir: Path | None = None) -> Loa
 
 
 def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) -> DAG:
-    from airflow.sdk import DAG, ParamsDict, TriggerRule
+    from airflow.sdk import DAG, TriggerRule
 
     from campaign_orchestrator.operators.campaign import (
         EvaluateAudienceOperator,
@@ -148,13 +141,14 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
                 dones[ref] >> start
         for step in config.steps:
             dones[step.id] >> finalize
-    # The params go in once the tasks exist, past Airflow's check of their defaults. Given to
-    # DAG(), Airflow deep-copies them into each task it creates (once per __init__ of the
-    # task's class hierarchy) and checks every default against its JSON Schema, for each
-    # scheduled campaign: half the parse time of a thousand campaigns (bench/bench_parse.py).
-    # A task run merges the DAG's params with the trigger's values and validates those
-    # (process_params); the defaults are constants, checked once by the unit tests.
-    object.__setattr__(dag, "params", ParamsDict(trigger_params(config)))
+    # The params go in once the tasks exist, through the DAG's own ParamsDict (storing Param
+    # objects validates nothing). Given to DAG(), Airflow deep-copies them into each task it
+    # creates (once per __init__ of the task's class hierarchy) and checks every default
+    # against its JSON Schema, for each scheduled campaign: half the parse time of a thousand
+    # campaigns (bench/bench_parse.py). A task run merges the DAG's params with the trigger's
+    # values and validates those (process_params); the defaults are constants, checked once
+    # by the unit tests.
+    dag.params.update(trigger_params(config))
     return dag
 
 
@@ -256,7 +250,7 @@ def schedule_of(config: CampaignConfig) -> tuple[Any, datetime, datetime | None]
         return [completed_asset(c) for c in sched.after] + [data_asset(t) for t in sched.on_data], start, end
     if sched.once is not None:
         return "@once", _localize(sched.once, tz), end
-    cron = CRON_PRESETS.get(sched.cron, sched.cron)
+    cron = CRON_PRESETS.get(sched.cron, sched.cron)  # type: ignore[arg-type]  # cron is set here
     # Trigger semantics: a campaign scheduled at 09:00 runs at 09:00 local time, not at the
     # end of a data interval; the time zone makes DST changes move with local time.
     return CronTriggerTimetable(cron, timezone=config.timezone), start, end

@@ -64,6 +64,8 @@ def load_campaigns(
     defaults, defaults_error = read_defaults(config_dir)
     if defaults_error:
         result.errors.append(defaults_error)
+    if only_id is None:
+        result.errors += shared_file_errors(config_dir)
     seen_in: dict[str, Path] = {}
     for path in campaign_files(config_dir):
         loaded = load_campaign_file(path, defaults, paths, only_id=only_id)
@@ -86,6 +88,22 @@ def load_campaigns(
     if only_id is None:
         _check_campaign_links(result)
     return result
+
+
+def shared_file_errors(config_dir: Path) -> list[ConfigError]:
+    """Problems of the shared settings beside the campaigns (``_policies.yaml``,
+    ``_rate_limits.yaml``): reported when the configs are loaded (``campaigns validate``, the
+    DAG files' parse, the Campaigns page), not first when a batch sends."""
+    from campaign_orchestrator.config.policies import policies_error
+    from campaign_orchestrator.run.throttle import RATE_LIMITS_FILE, RateConfigError, read_rate_limits_file
+
+    errors = [error for error in (policies_error(config_dir),) if error is not None]
+    path = config_dir / RATE_LIMITS_FILE
+    try:
+        read_rate_limits_file(path)
+    except RateConfigError as exc:
+        errors.append(ConfigError(path, "_rate_limits", (ConfigProblem("", str(exc).removeprefix(f"{path}: ")),)))
+    return errors
 
 
 def _check_campaign_links(result: LoadResult) -> None:

@@ -11,7 +11,16 @@ from pydantic import Field, field_validator, model_validator
 
 from campaign_orchestrator.config.base import IDENTIFIER, StrictModel
 
-SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+"""The presets a schedule may name, and the cron expression each stands for."""
+SCHEDULE_PRESETS = tuple(CRON_PRESETS)
 _CRON_FIELDS = (
     ("minute", "0-59"), ("hour", "0-23"), ("day", "1-31"), ("month", "1-12 or JAN-DEC"), ("weekday", "0-6 or SUN-SAT"),
 )

@@ -17,14 +17,16 @@ counted in the run report, never silently dropped.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from campaign_orchestrator.config.base import parse_duration
+from campaign_orchestrator.config.policies import (  # noqa: F401  (the rules' models, where callers expect them)
+    DEFAULT_QUIET_HOURS,
+    POLICIES_FILE,
+    FrequencyCap,
+    Policies,
+    QuietHours,
+    load_policies,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,64 +35,7 @@ if TYPE_CHECKING:
 
     from campaign_orchestrator.channels.base import Recipient
 
-POLICIES_FILE = "_policies.yaml"
 _LOCK_NAMESPACE = 726_374_002  # advisory-lock class of the per-profile cap locks
-
-
-class FrequencyCap(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channel: Literal["email", "sms", "push", "direct_mail", "webhook"]
-    purpose: Literal["marketing", "transactional"] | None = Field(default=None, description="None: both")
-    max: int = Field(ge=0)
-    per: timedelta
-
-    @field_validator("per", mode="before")
-    @classmethod
-    def _per(cls, value: Any) -> timedelta:
-        return parse_duration(value)
-
-    def applies_to(self, channel: str, purpose: str) -> bool:
-        return self.channel == channel and (self.purpose is None or self.purpose == purpose)
-
-
-class QuietHours(BaseModel):
-    """No message on ``channels`` between ``start`` and ``end`` in the recipient's local time
-    (a window may cross midnight). ``fallback: defer`` sends them once the window ends, within
-    the run's send window; ``discard`` excludes them as quiet_hours. Both are reported."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: list[Literal["email", "sms", "push", "webhook"]] = Field(min_length=1)
-    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-    fallback: Literal["defer", "discard"] = "defer"
-
-
-DEFAULT_QUIET_HOURS = (QuietHours(channels=["sms", "push"], start="21:00", end="08:00", fallback="defer"),)
-
-
-class Policies(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    frequency_caps: list[FrequencyCap] = Field(default_factory=list)
-    quiet_hours: list[QuietHours] | None = Field(
-        default=None, description="None: the default (no SMS or push between 21:00 and 08:00, deferred)"
-    )
-
-    def quiet_rules(self, channel: str) -> list[QuietHours]:
-        rules = DEFAULT_QUIET_HOURS if self.quiet_hours is None else self.quiet_hours
-        return [r for r in rules if channel in r.channels]
-
-
-def load_policies(config_dir: Path) -> Policies:
-    path = config_dir / POLICIES_FILE
-    if not path.is_file():
-        return Policies()
-    try:
-        return Policies.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except Exception as exc:  # a broken rules file must stop sends, not be ignored
-        raise ValueError(f"{path}: {exc}") from exc
 
 
 def apply_frequency_caps(

@@ -410,11 +410,15 @@ def provider_rate(
 
 def read_rate_limits(paths: ProjectPaths | None = None) -> dict[str, float | None]:
     """The ``"channel:conn_id" -> rate`` mapping of ``_rate_limits.yaml``, empty without the file."""
-    import yaml
-
     from campaign_orchestrator.paths import ProjectPaths
 
-    path = Path((paths or ProjectPaths.discover()).campaigns) / RATE_LIMITS_FILE
+    return read_rate_limits_file(Path((paths or ProjectPaths.discover()).campaigns) / RATE_LIMITS_FILE)
+
+
+def read_rate_limits_file(path: Path) -> dict[str, float | None]:
+    """``read_rate_limits`` of one file; :class:`RateConfigError` names the file and key."""
+    import yaml
+
     if not path.is_file():
         return {}
     try:

@@ -214,7 +214,7 @@ def _paused(session: Session, dag_ids: list[str]) -> dict[str, bool]:
 
 def _campaigns(user: BaseUser, session: Session) -> dict[str, Any]:
     loaded = _load()
-    ids = set(loaded.configs) | {e.campaign_id for e in loaded.errors if e.campaign_id != "_defaults"}
+    ids = set(loaded.configs) | {e.campaign_id for e in loaded.errors if not e.campaign_id.startswith("_")}
     readable = get_auth_manager().filter_authorized_dag_ids(dag_ids=ids, user=user, method="GET")
     configs = {cid: cfg for cid, (_, cfg) in sorted(loaded.configs.items()) if cid in readable}
     latest: dict[str, data.RunSummary] = {}
@@ -229,7 +229,7 @@ def _campaigns(user: BaseUser, session: Session) -> dict[str, Any]:
         {"id": cid, "config": cfg, "plan": plan(cfg), "paused": paused.get(cid), "last_run": latest.get(cid)}
         for cid, cfg in configs.items()
     ]
-    invalid = [e for e in loaded.errors if e.campaign_id in readable or e.campaign_id == "_defaults"]
+    invalid = [e for e in loaded.errors if e.campaign_id in readable or e.campaign_id.startswith("_")]  # shared files: everyone sees them
     return {"campaigns": rows, "invalid": invalid, "store_error": store_error}
 
 

@@ -234,3 +234,16 @@ def test_valid_is_optional_for_a_manual_campaign_and_required_otherwise(project:
     assert load(project).ok
     path = write(project, "spring.yaml", manual)
     assert only_error(project).startswith(f"{path}: valid: required for a scheduled campaign")
+
+
+def test_shared_rule_files_are_validated_with_the_campaigns(project: ProjectPaths) -> None:
+    write(project, "spring.yaml", VALID)
+    policies = write(project, "_policies.yaml", "frequency_caps:\n  - {channel: email, max: 3, per: 7d}\n"
+                     "  - {channel: fax, max: 1, per: 1d}\nquiet_hourz: []\n")
+    rates = write(project, "_rate_limits.yaml", "email:smtp_default: 20\nfax:x: 5\n")
+    result = load(project)
+    assert "spring_sale" in result.configs  # the campaigns still load
+    rendered = {error.campaign_id: error.render() for error in result.errors}
+    assert f"{policies}:3: frequency_caps[1].channel: Input should be 'email'" in rendered["_policies"]
+    assert f"{policies}:4: quiet_hourz: unknown field 'quiet_hourz'; did you mean 'quiet_hours'?" in rendered["_policies"]
+    assert f"{rates}: (file): key 'fax:x' must be channel:connection_id" in rendered["_rate_limits"]
