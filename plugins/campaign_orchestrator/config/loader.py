@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from campaign_orchestrator.config.base import IDENTIFIER
 from campaign_orchestrator.config.campaign import CampaignConfig
@@ -24,6 +24,7 @@ from campaign_orchestrator.config.errors import (
     fallback_id,
     format_loc,
     line_of,
+    model_fields_at,
     parse_yaml_text,
     validation_problems,
 )
@@ -305,23 +306,12 @@ def _allowed_keys(raw_loc: tuple[Any, ...]) -> list[str]:
     """Field names of the model at pydantic's ``raw_loc`` (tags included), for 'did you mean'."""
     from campaign_orchestrator.config.channels import STEP_MODELS
 
-    model: type[BaseModel] | None = CampaignConfig
-    parts = list(raw_loc)
-    while parts:
-        part = parts.pop(0)
-        if model is CampaignConfig and part == "steps":
-            if len(parts) >= 2 and isinstance(parts[0], int) and parts[1] in STEP_MODELS:
-                model = STEP_MODELS[parts[1]]
-                parts = parts[2:]
-                continue
-            return []
-        if isinstance(part, int) or model is None:
-            continue
-        info = model.model_fields.get(part)
-        annotation = getattr(info, "annotation", None) if info else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if model is None:
-            return []
-    return list(model.model_fields) if model else []
+    if len(raw_loc) >= 3 and raw_loc[0] == "steps" and isinstance(raw_loc[1], int):
+        # A step's fields are those of its channel's model (the tag pydantic put in the path).
+        model = STEP_MODELS.get(raw_loc[2])
+        return model_fields_at(model, raw_loc[3:]) if model is not None else []
+    if raw_loc[:1] == ("steps",):
+        return []
+    return model_fields_at(CampaignConfig, raw_loc)
 
 
