@@ -11,7 +11,7 @@ ALTER TABLE crm.suppression ADD CONSTRAINT suppression_reason_check
 -- The soft-bounce threshold counts one address's soft-bounced messages of the last days at
 -- every new soft bounce: this partial index holds soft bounces only, a small share of events.
 CREATE INDEX delivery_event_soft_bounce_idx
-    ON campaign.delivery_event (lower(btrim(detail ->> 'recipient')), occurred_at)
+    ON campaign.delivery_event (lower(btrim(detail ->> 'recipient')), received_at)
     WHERE event_type = 'bounced' AND bounce_type = 'Transient';
 
 -- Reports that could not be tied to a message of the ledger (no valid VERP token, no known

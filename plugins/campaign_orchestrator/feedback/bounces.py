@@ -65,19 +65,20 @@ class MailboxResult:
 
     messages: int = 0
     events: int = 0
-    unmatched: int = 0
+    kept: int = 0
+    """Reports kept for inspection (and moved to the unmatched folder)."""
     acknowledged: int = 0
     moved: int = 0
     counts: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **dict(self.counts),
             "messages": self.messages,
             "events": self.events,
-            "unmatched": self.unmatched,
+            "kept": self.kept,
             "acknowledged": self.acknowledged,
             "moved": self.moved,
-            **dict(self.counts),
         }
 
 
@@ -239,7 +240,7 @@ def ingest_mailbox(
         mailbox.move(kept, mailbox.settings.unmatched_folder)
         result.messages += len(fetched)
         result.events += sum(1 for d in decisions if d.event is not None)
-        result.unmatched += len(kept)
+        result.kept += len(kept)
         result.acknowledged += sum(1 for d in decisions if d.acknowledged)
         result.moved += len(processed) + len(kept)
     log.info("Bounce mailbox %s: %s", source, result.as_dict())

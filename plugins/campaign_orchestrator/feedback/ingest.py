@@ -150,6 +150,7 @@ def poll_queue(
     wait_seconds: int = 20,
     batch_messages: int = 100,
     dead_letter_url: str | None = None,
+    soft_bounces: SoftBounces | None = None,
 ) -> PollResult:
     """Drain ``queue_url`` into the store until it is empty or ``max_messages`` were received.
 
@@ -161,6 +162,7 @@ def poll_queue(
     :param batch_messages: messages ingested per transaction (received 10 at a time).
     :param dead_letter_url: where unparseable messages are copied before being deleted;
         ``None`` leaves them on the queue for its redrive policy.
+    :param soft_bounces: the soft-bounce threshold (:func:`ingest_events`).
     """
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("poll_queue needs an autocommit connection outside a transaction")
@@ -189,7 +191,7 @@ def poll_queue(
                 result.ignored += 1
             events.extend(parsed)
             done.append(message)
-        result.counts.update(ingest_events(conn, events))  # committed on return
+        result.counts.update(ingest_events(conn, events, soft_bounces=soft_bounces))  # committed on return
         _delete(sqs_client, queue_url, done, result)
         if len(batch) < batch_messages:
             break  # the queue ran dry during this batch

@@ -308,13 +308,14 @@ def _decoded_text(part: Message) -> str:
         return payload if isinstance(payload, str) else ""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, "replace")
+        text = data.decode(charset, "replace")
     except LookupError:  # an unknown charset name
-        return data.decode("utf-8", "replace")
+        text = data.decode("utf-8", "replace")
+    return text.replace("\x00", "")  # PostgreSQL text and jsonb hold no NUL
 
 
 def _unfold(value: object) -> str:
-    return re.sub(r"\r?\n[ \t]+", " ", str(value)).strip()
+    return re.sub(r"\r?\n[ \t]+", " ", str(value)).replace("\x00", "").strip()
 
 
 def _clean(value: object, strip_type: bool = False) -> str | None:
