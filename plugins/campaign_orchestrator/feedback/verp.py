@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 _MASK64 = (1 << 64) - 1
+# Lower-case base32 (RFC 4648 alphabet) of 30 bytes, ten bits at a time: two characters per
+# lookup, a third of base64.b32encode's time, which is written in Python.
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_SHIFTS = tuple(range(230, -1, -10))
 
 
 class VerpNotConfigured(RuntimeError):
@@ -75,6 +81,7 @@ class VerpSettings:
     domain: str
     local: str = DEFAULT_LOCAL
     _keys: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _signer: hmac.HMAC = field(init=False, repr=False, compare=False)
     _address: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +98,8 @@ class VerpSettings:
                 f"most {_MAX_LOCAL_PART - 1 - TOKEN_LENGTH} characters (the token takes the rest of the 64)"
             )
         object.__setattr__(self, "_keys", tuple(s.encode("utf-8") for s in self.secrets))
+        # The keyed state after the domain prefix, copied per message instead of rebuilt.
+        object.__setattr__(self, "_signer", hmac.new(self._keys[0], _DOMAIN, hashlib.sha256))
         pattern = (
             rf"(?<![\w.+-]){re.escape(self.local)}\+([a-z2-7]{{{TOKEN_LENGTH}}})@{re.escape(self.domain)}(?![\w.-])"
         )
@@ -107,10 +116,12 @@ class VerpSettings:
 
     def token(self, message_uuid: str, profile_id: int) -> str:
         raw_uuid = bytes.fromhex(message_uuid.replace("-", ""))
-        digest = hmac.digest(self._keys[0], _DOMAIN + raw_uuid, "sha256")
+        signer = self._signer.copy()
+        signer.update(raw_uuid)
+        digest = signer.digest()
         hidden = (profile_id & _MASK64) ^ int.from_bytes(digest[:8], "big")
-        raw = raw_uuid + hidden.to_bytes(8, "big") + digest[8:14]
-        return base64.b32encode(raw).decode("ascii").lower()
+        number = (int.from_bytes(raw_uuid, "big") << 112) | (hidden << 48) | int.from_bytes(digest[8:14], "big")
+        return "".join([_PAIRS[(number >> shift) & 1023] for shift in _SHIFTS])
 
     def read_token(self, token: str) -> VerpReference | None:
         """The reference a genuine token carries; None for a malformed or forged one."""
