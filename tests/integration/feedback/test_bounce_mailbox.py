@@ -6,17 +6,16 @@ the IMAP move that counts nothing twice. Nothing in the path is mocked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from campaign_orchestrator.channels.email.render import message_id
 from campaign_orchestrator.feedback.bounces import ingest_mailbox
 from campaign_orchestrator.feedback.mailbox import BounceMailbox, MailboxSettings
 from campaign_orchestrator.run.policies import SoftBounces
 
 from tests.fixtures.imap import ImapServer, bounce_for, verp_settings
+from tests.fixtures.store import sent_emails
 
 pytestmark = pytest.mark.integration
 
@@ -25,27 +24,10 @@ SENDER = "offers@wanderly.example"
 
 
 @pytest.fixture
-def ledger(store: psycopg.Connection) -> Iterator[dict[int, dict[str, Any]]]:
-    """A sent email step over SMTP to profiles 1-12: {profile_id: {address, message_id}}."""
+def ledger(store: psycopg.Connection) -> dict[int, dict[str, Any]]:
+    """A sent email step over SMTP to profiles 1-12: {profile_id: {address, message_id, run_key}}."""
     store.execute("TRUNCATE campaign.delivery_event, campaign.unmatched_feedback")
-    run_key = store.execute(
-        "INSERT INTO campaign.run (campaign_id, dag_run_id) VALUES ('winter_sale', 'scheduled__1') RETURNING run_key"
-    ).fetchone()[0]
-    rows = {}
-    with store.transaction():
-        for profile_id in range(1, 13):
-            address = f"customer{profile_id}@example.com"
-            mid = message_id(run_key, "offer_email", profile_id, "", DOMAIN)
-            store.execute(
-                """
-                INSERT INTO campaign.message (run_key, step_id, profile_id, entity_key, campaign_id, channel,
-                    purpose, seq, address, status, provider_message_id, sent_at)
-                VALUES (%s, 'offer_email', %s, '', 'winter_sale', 'email', 'marketing', %s, %s, 'sent', %s, now())
-                """,
-                (run_key, profile_id, profile_id, address, mid),
-            )
-            rows[profile_id] = {"address": address, "message_id": mid, "run_key": run_key}
-    yield rows
+    return sent_emails(store, range(1, 13), address="customer{}@example.com", domain=DOMAIN)
 
 
 def deliver(server: ImapServer, ledger: dict, profile_id: int, sample: str, verp: bool = True) -> None:

@@ -17,11 +17,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from campaign_orchestrator.channels.email.render import message_id
 from campaign_orchestrator.feedback.webhooks.app import create_app, standalone_app
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
+
+from tests.fixtures.store import sent_emails
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +35,10 @@ PREFIX = "/campaigns-feedback/"
 
 
 @pytest.fixture
-def ledger(store: psycopg.Connection) -> Iterator[dict[int, dict[str, Any]]]:
-    """A step sent through a relay to profiles 1-9: {profile_id: {address, message_id}}."""
+def ledger(store: psycopg.Connection) -> dict[int, dict[str, Any]]:
+    """A step sent through a relay to profiles 1-9: {profile_id: {address, message_id, run_key}}."""
     store.execute("TRUNCATE campaign.delivery_event, campaign.webhook_token")
-    run_key = store.execute(
-        "INSERT INTO campaign.run (campaign_id, dag_run_id) VALUES ('winter_sale', 'manual__1') RETURNING run_key"
-    ).fetchone()[0]
-    rows = {}
-    for profile_id in range(1, 10):
-        address, mid = f"guest{profile_id}@example.com", message_id(run_key, "offer_email", profile_id, "", "wanderly.example")
-        store.execute(
-            """
-            INSERT INTO campaign.message (run_key, step_id, profile_id, entity_key, campaign_id, channel, purpose,
-                seq, address, status, provider_message_id, sent_at)
-            VALUES (%s, 'offer_email', %s, '', 'winter_sale', 'email', 'marketing', %s, %s, 'sent', %s, now())
-            """,
-            (run_key, profile_id, profile_id, address, mid),
-        )
-        rows[profile_id] = {"address": address, "message_id": mid}
-    yield rows
+    return sent_emails(store, range(1, 10))
 
 
 @pytest.fixture
