@@ -248,3 +248,38 @@ def test_operator_reads_the_mailbox_over_tls_and_skips_without_a_connection(
         "verp_domain": "bounces.example.com", "secret": "x" * 20}}))  # VERP for sends, no mailbox yet
     with pytest.raises(AirflowSkipException, match="no IMAP host"):
         IngestBounceMailboxOperator(task_id="ingest_bounce_mailbox").execute({})
+
+
+def test_the_ledger_row_helper_and_servers_without_move(
+    store: psycopg.Connection, ledger: dict, bounce_mailbox: ImapServer
+) -> None:
+    """``ImapServer.bounce`` (for journey tests) bounces a ledger row; a server without MOVE
+    gets COPY, ``\\Deleted`` and UID EXPUNGE instead."""
+    run_key = ledger[1]["run_key"]
+    bounce_mailbox.bounce(store, run_key, "offer_email", 6, "gmail_hard.eml")
+    bounce_mailbox.bounce(store, run_key, "offer_email", 7, "yahoo_via_postfix_soft.eml", verp=False)
+
+    with BounceMailbox(settings(bounce_mailbox)) as mailbox:
+        mailbox.client.capabilities = tuple(c for c in mailbox.client.capabilities if c != "MOVE")
+        result = ingest_mailbox(store, mailbox, verp_settings(), source="imap:test")
+
+    assert result.events == 2
+    got = events(store)
+    assert (got[6][:2], got[6][4]) == (("bounced", "Permanent"), "verp")
+    assert (got[7][:2], got[7][4]) == (("bounced", "Transient"), "message_id")
+    assert (bounce_mailbox.count("INBOX"), bounce_mailbox.count("Processed")) == (0, 2)
+
+
+def test_airflow_dags_test_runs_the_feedback_dag_with_the_mailbox(
+    airflow_db, store: psycopg.Connection, ledger: dict, bounce_mailbox: ImapServer
+) -> None:
+    """The real DAG: the bounce task reads the mailbox, the unconfigured SQS and SMS tasks skip."""
+    from tests.fixtures.airflow import dags_test
+
+    deliver(bounce_mailbox, ledger, 2, "office365_hard.eml")
+    deliver(bounce_mailbox, ledger, 9, "arf_yahoo_complaint.eml")
+    result = dags_test("campaign_feedback")  # no campaign_feedback connection: the SQS tasks skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert suppressions(store) == {ledger[2]["address"]: ("hard_bounce", "smtp_bounce"),
+                                   ledger[9]["address"]: ("complaint", "smtp_bounce")}
+    assert bounce_mailbox.count("INBOX") == 0

@@ -336,3 +336,67 @@ def test_airflow_api_server_mounts_the_webhooks_without_login(
     finally:
         purge_cached_app()
     assert suppressions(store) == {ledger[2]["address"]: ("hard_bounce", "postmark_webhook")}
+
+
+def test_connections_are_reused_and_a_broken_one_is_not(client: TestClient, store: psycopg.Connection,
+                                                         ledger: dict) -> None:
+    def post(profile_id: int) -> int:
+        record = postmark_record("Open", ledger[profile_id])
+        return client.post(PREFIX + "postmark", json=record, headers=postmark_auth()).status_code
+
+    def app_backends() -> set[int]:
+        return {r[0] for r in store.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()}
+
+    assert post(1) == 200
+    first = app_backends()
+    assert post(2) == 200 and post(3) == 200
+    assert app_backends() == first and len(first) == 1  # one connection, kept between requests
+    # The store restarts under the idle connection: that request fails retryably, the next works.
+    store.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (list(first),))
+    assert post(4) == 503
+    assert post(4) == 200
+    assert {k[0] for k in stored(store)} == {1, 2, 3, 4}
+
+
+def test_standalone_server(store_dsn: str, store: psycopg.Connection, ledger: dict) -> None:
+    """``python -m campaign_orchestrator.feedback.webhooks.app``: the same URLs, a real server."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "plugins"),
+           "AIRFLOW_CONN_CAMPAIGN_WEBHOOKS": json.dumps({"conn_type": "generic", "extra": {
+               "mailgun_signing_secret": MAILGUN_KEY}})}
+    server = subprocess.Popen([sys.executable, "-m", "campaign_orchestrator.feedback.webhooks.app", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+                time.sleep(0.2)
+        body = json.dumps(mailgun_body(mailgun_event("complained", ledger[5]))).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{PREFIX}mailgun", data=body,
+                                         headers={"Content-Type": "application/json"})
+        assert json.loads(urllib.request.urlopen(request, timeout=10).read())["stored"] == 1
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}{PREFIX}mailgun", data=json.dumps(
+            mailgun_body(mailgun_event("complained", ledger[6]), key="wrong-key-0123456789abc")).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert suppressions(store) == {ledger[5]["address"]: ("complaint", "mailgun_webhook")}

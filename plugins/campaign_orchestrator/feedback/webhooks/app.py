@@ -19,7 +19,6 @@ does and serves the same URLs under ``/campaigns-feedback``.
 from __future__ import annotations
 
 import logging
-from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +31,7 @@ from campaign_orchestrator.feedback.webhooks.common import Malformed, Refused, l
 from campaign_orchestrator.feedback.webhooks.settings import WebhooksNotConfigured, WebhookSettings, load_settings
 from campaign_orchestrator.sqlfiles import query
 from campaign_orchestrator.standalone import serve, standalone_root
+from campaign_orchestrator.store.reuse import IdleConnections
 from campaign_orchestrator.unsubscribe.tokens import CachedSettings
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def create_app(
     :param settings: returns the secrets; defaults to the ``campaign_webhooks`` connection,
         re-read at most once a minute.
     :param connect: opens a store connection; defaults to the ``campaign_store`` connection.
+        A few are kept open between requests (:class:`~campaign_orchestrator.store.reuse.IdleConnections`).
     :param soft_bounces: returns the soft-bounce threshold; defaults to ``_policies.yaml``'s.
     """
     settings = settings or CachedSettings(load_settings)
@@ -78,10 +79,11 @@ def create_app(
         from campaign_orchestrator.store.connect import store_connection
 
         connect = store_connection
+    connections = IdleConnections(connect)
     app = FastAPI(title="Campaigns feedback webhooks", docs_url=None, redoc_url=None, openapi_url=None)
 
     def store(provider: str, events: list[DeliveryEvent], token: str | None, max_age: int) -> dict[str, int]:
-        with closing(connect()) as conn, conn.transaction():
+        with connections.connection() as conn, conn.transaction():
             if token is not None:
                 claimed = conn.execute(query("feedback/claim_webhook_token"),
                                        {"provider": provider, "token": token, "max_age": max_age}).fetchone()
