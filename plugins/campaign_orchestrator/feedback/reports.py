@@ -332,7 +332,7 @@ def _header_text(value: object) -> str | None:
     if value is None:
         return None
     try:
-        return str(make_header(decode_header(str(value))))[:500]
+        return str(make_header(decode_header(str(value)))).replace("\x00", "")[:500]
     except Exception:  # an undecodable encoded-word: keep it as written
         return _unfold(value)[:500]
 

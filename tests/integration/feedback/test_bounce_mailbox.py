@@ -283,3 +283,18 @@ def test_airflow_dags_test_runs_the_feedback_dag_with_the_mailbox(
     assert suppressions(store) == {ledger[2]["address"]: ("hard_bounce", "smtp_bounce"),
                                    ledger[9]["address"]: ("complaint", "smtp_bounce")}
     assert bounce_mailbox.count("INBOX") == 0
+
+
+def test_a_message_nothing_can_read_is_kept_and_does_not_stall_the_mailbox(
+    store: psycopg.Connection, ledger: dict, bounce_mailbox: ImapServer
+) -> None:
+    poison = (b"Subject: =?utf-8?q?Undelivered=00_mail?=\r\nFrom: =?x-unknown?b?////?= <MAILER-DAEMON@x.example>\r\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=none\r\n"
+              b"Content-Transfer-Encoding: base64\r\n\r\n%%% not base64 %%%\r\n")
+    bounce_mailbox.deliver(poison)
+    deliver(bounce_mailbox, ledger, 5, "postfix_hard.eml")
+    result = run(store, bounce_mailbox)
+    assert (result.events, result.kept) == (1, 1)
+    ((kind, reason, raw, _),) = kept(store)
+    assert kind == "bounce_text" and "no return-path token" in reason and raw == poison
+    assert bounce_mailbox.count("INBOX") == 0
