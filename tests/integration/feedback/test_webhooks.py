@@ -401,3 +401,15 @@ def test_standalone_server(store_dsn: str, store: psycopg.Connection, ledger: di
         server.terminate()
         server.wait(timeout=30)
     assert suppressions(store) == {ledger[5]["address"]: ("complaint", "mailgun_webhook")}
+
+
+def test_an_event_for_a_message_we_do_not_know_is_kept_and_still_suppresses(
+    client: TestClient, store: psycopg.Connection, ledger: dict
+) -> None:
+    """Like SES feedback for another sender on the account: stored without a ledger row."""
+    record = postmark_record("Bounce", ledger[1], Type="HardBounce", Email="stranger@example.org")
+    del record["Metadata"]  # sent by something else through the same Postmark server
+    assert client.post(PREFIX + "postmark", json=record, headers=postmark_auth()).status_code == 200
+    row = store.execute("SELECT provider_message_id, run_key FROM campaign.delivery_event").fetchone()
+    assert row == ("883953f4-6105-42a2-a16a-77a8eac79483", None)
+    assert suppressions(store) == {"stranger@example.org": ("hard_bounce", "postmark_webhook")}
