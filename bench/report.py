@@ -27,6 +27,8 @@ SMTP_RATIO_TARGET = 0.8
 RSS_TARGET_MB = 300.0
 RSS_FLAT_TARGET = 1.10
 PARSE_TARGET_S = 5.0
+VERP_SHARE_TARGET = 0.15
+"""VERP may add at most this share of a message's rendering cost."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,22 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         rows += _smtp_rows(results["smtp"])
     if "parse" in results:
         rows += _parse_rows(results["parse"])
+    if "feedback" in results:
+        rows += _feedback_rows(results["feedback"])
     return rows
+
+
+def _feedback_rows(feedback: dict[str, Any]) -> list[Row]:
+    verp, hooks = feedback["verp"], feedback["webhooks"]
+    share = verp["share_of_render"]
+    return [
+        Row("VERP return path per SMTP message (vs the plain sender)", f"≤ {VERP_SHARE_TARGET:.0%} of rendering",
+            f"+{verp['added_us']:.2f} µs = {share:.1%} of the {verp['render_us']:.0f} µs render",
+            share <= VERP_SHARE_TARGET, "" if share <= VERP_SHARE_TARGET else _over(share, VERP_SHARE_TARGET, "x")),
+        Row("feedback webhook (Postmark record, one event stored per request), 1 / 4 clients", "reported",
+            f"{hooks['webhook_1']:,.0f} / {hooks['webhook_4']:,.0f} requests/s (GET /healthz {hooks['healthz_1']:,.0f} / "
+            f"{hooks['healthz_4']:,.0f})", None),
+    ]
 
 
 def _over(measured: float, target: float, unit: str = "s") -> str:
@@ -232,10 +249,10 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--load", default="", help="load averages seen during the run, for the record")
-    parser.add_argument("--only", default="run,smtp,parse", help="the benchmarks whose results to report")
+    parser.add_argument("--only", default="run,smtp,parse,feedback", help="the benchmarks whose results to report")
     args = parser.parse_args()
     results = {}
-    for name in ("run", "smtp", "parse"):
+    for name in ("run", "smtp", "parse", "feedback"):
         path = args.results / f"{name}.json"
         if name not in args.only.split(","):
             continue

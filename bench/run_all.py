@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback")
 
 
 def main() -> int:
@@ -60,6 +60,8 @@ def main() -> int:
         "enrichment": ("Split by rules and entity enrichment vs bare baselines",
                        ["bench_enrichment.py", "--profiles", str(args.channel_profiles), *dsn,
                         "--json", str(RESULTS / "enrichment.json")]),
+        "feedback": ("VERP return path per message vs the plain sender; webhook endpoint requests/s vs /healthz",
+                     ["bench_feedback.py", *dsn, "--json", str(RESULTS / "feedback.json")]),
     }
     failed = []
     loads = []

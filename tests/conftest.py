@@ -35,4 +35,5 @@ pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.airflow",
     "tests.fixtures.webhook",
+    "tests.fixtures.imap",
 ]

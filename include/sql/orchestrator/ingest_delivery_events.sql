@@ -4,7 +4,9 @@
 -- bounces and complaints put their address on crm.suppression in the same statement, so a
 -- hard-bounced address is never mailed again once the batch commits. An event already
 -- ingested suppresses nothing again: a suppression lifted by hand stays lifted.
--- Returns one row per newly inserted event and one per newly suppressed address.
+-- Returns one row per newly inserted event (with its recipient, for the soft-bounce count of
+-- feedback/suppress_soft_bounces.sql) and one per newly suppressed address. %(source)s names
+-- the feedback source on the suppression (ses_feedback, smtp_bounce, sendgrid_webhook…).
 WITH incoming AS (
     SELECT *
     FROM unnest(
@@ -37,7 +39,7 @@ inserted AS (
 suppressed AS (
     INSERT INTO crm.suppression (channel, address, reason, source)
     -- A complaint outranks a hard bounce of the same address in the same batch.
-    SELECT DISTINCT ON (address) 'email', address, reason, 'ses_feedback'
+    SELECT DISTINCT ON (address) 'email', address, reason, %(source)s
     FROM (
         SELECT lower(btrim(i.recipient)) AS address,
                CASE i.event_type WHEN 'complained' THEN 'complaint' ELSE 'hard_bounce' END AS reason
@@ -49,6 +51,6 @@ suppressed AS (
     ON CONFLICT (channel, address) DO NOTHING
     RETURNING reason
 )
-SELECT 'event' AS kind, event_type, bounce_type, run_key IS NOT NULL AS matched FROM inserted
+SELECT 'event' AS kind, event_type, bounce_type, run_key IS NOT NULL AS matched, channel, recipient FROM inserted
 UNION ALL
-SELECT 'suppressed', reason, NULL, NULL FROM suppressed
+SELECT 'suppressed', reason, NULL, NULL, NULL, NULL FROM suppressed

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from campaign_orchestrator.channels.email.relay import RELAYS
+
 
 @dataclass(frozen=True)
 class ChannelSpec:
@@ -100,7 +102,11 @@ def consent_channel(step) -> str | None:
     return CHANNELS[step.channel].consent_channel or getattr(step, "consent_channel", None)
 
 
-_DEFAULT_CONNECTIONS = {("email", "smtp"): "smtp_default", ("webhook", None): "webhook_default"}
+_DEFAULT_CONNECTIONS = {
+    ("email", "smtp"): "smtp_default",
+    **{("email", name): relay.default_conn_id for name, relay in RELAYS.items()},
+    ("webhook", None): "webhook_default",
+}
 
 
 def effective_connection_id(step) -> str:

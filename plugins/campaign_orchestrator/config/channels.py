@@ -33,7 +33,11 @@ class EmailStep(StepBase):
     )
     sender: EmailAddress = Field(description="From address, e.g. 'Acme Travel <news@acme.example>'")
     reply_to: EmailAddress | None = None
-    provider: Literal["smtp", "ses"] = "smtp"
+    provider: Literal["smtp", "ses", "sendgrid", "mailgun", "postmark"] = Field(
+        default="smtp",
+        description="smtp (smtp_default), ses (aws_default), or the SMTP relay of sendgrid (smtp_sendgrid), "
+        "mailgun (smtp_mailgun) or postmark (smtp_postmark); connection_id overrides the default connection",
+    )
 
 
 class SmsStep(StepBase):

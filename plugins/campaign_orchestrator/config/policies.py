@@ -69,6 +69,21 @@ class QuietHours(BaseModel):
     fallback: Literal["defer", "discard"] = "defer"
 
 
+class SoftBounces(BaseModel):
+    """An address is suppressed (``soft_bounce``) once it has soft-bounced on
+    ``suppress_after`` distinct messages within ``within`` (feedback/ingest.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suppress_after: int = Field(default=3, ge=1)
+    within: timedelta = Field(default=timedelta(days=30))
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
 DEFAULT_QUIET_HOURS = (QuietHours(channels=["sms", "push"], start="21:00", end="08:00", fallback="defer"),)
 
 
@@ -79,6 +94,7 @@ class Policies(BaseModel):
     quiet_hours: list[QuietHours] | None = Field(
         default=None, description="None: the default (no SMS or push between 21:00 and 08:00, deferred)"
     )
+    soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
     def quiet_rules(self, channel: str) -> list[QuietHours]:
         rules = DEFAULT_QUIET_HOURS if self.quiet_hours is None else self.quiet_hours

@@ -32,20 +32,33 @@ if TYPE_CHECKING:
     import psycopg
 
     from campaign_orchestrator.feedback.parse import DeliveryEvent
+    from campaign_orchestrator.config.policies import SoftBounces
 
 log = logging.getLogger(__name__)
 
 SQS_BATCH = 10  # ReceiveMessage and DeleteMessageBatch take at most 10
 
 
-def ingest_events(conn: psycopg.Connection, events: Sequence[DeliveryEvent]) -> dict[str, int]:
+def ingest_events(
+    conn: psycopg.Connection,
+    events: Sequence[DeliveryEvent],
+    source: str = "ses_feedback",
+    soft_bounces: SoftBounces | None = None,
+) -> dict[str, int]:
     """Insert ``events`` linked to their ledger rows, and suppress hard-bounced and complaining
-    addresses, in one transaction (a savepoint if the caller has one open).
+    addresses, and soft-bounced ones past the threshold, in one transaction (a savepoint if
+    the caller has one open).
+
+    :param source: the suppression's ``source`` (``ses_feedback``, ``smtp_bounce``,
+        ``sendgrid_webhook``…).
+    :param soft_bounces: the threshold (``soft_bounces`` of ``_policies.yaml``); by default
+        3 soft-bounced messages within 30 days.
 
     Returns counts: ``received``, ``inserted``, ``duplicates`` (already stored), ``unmatched``
     (inserted, no ledger row), one per event type inserted (``delivered``, ``bounced``...),
-    ``hard_bounces`` and ``complaints`` (inserted events), ``suppressed_hard_bounce`` and
-    ``suppressed_complaint`` (addresses newly added to ``crm.suppression``).
+    ``hard_bounces``, ``soft_bounces`` and ``complaints`` (inserted events),
+    ``suppressed_hard_bounce``, ``suppressed_complaint`` and ``suppressed_soft_bounce``
+    (addresses newly added to ``crm.suppression``).
     """
     unique = list({e.provider_event_id: e for e in events}.values())
     counts: Counter[str] = Counter(received=len(events))
@@ -59,26 +72,49 @@ def ingest_events(conn: psycopg.Connection, events: Sequence[DeliveryEvent]) -> 
             "occurred_at": [e.occurred_at for e in unique],
             "provider_event_id": [e.provider_event_id for e in unique],
             "recipient": [e.recipient for e in unique],
+            "source": source,
         }
+        soft_bounced: set[str] = set()
         with conn.transaction():
             rows = conn.execute(query("ingest_delivery_events"), params).fetchall()
-        for kind, event_type, bounce_type, matched in rows:
-            if kind == "suppressed":
-                counts[f"suppressed_{event_type}"] += 1
-                continue
-            counts["inserted"] += 1
-            counts[event_type] += 1
-            if not matched:
-                counts["unmatched"] += 1
-            if event_type == "bounced" and bounce_type == "Permanent":
-                counts["hard_bounces"] += 1
-            elif event_type == "complained":
-                counts["complaints"] += 1
+            for kind, event_type, bounce_type, matched, channel, recipient in rows:
+                if kind == "suppressed":
+                    counts[f"suppressed_{event_type}"] += 1
+                    continue
+                counts["inserted"] += 1
+                counts[event_type] += 1
+                if not matched:
+                    counts["unmatched"] += 1
+                if event_type == "bounced" and bounce_type == "Permanent":
+                    counts["hard_bounces"] += 1
+                elif event_type == "bounced" and bounce_type == "Transient":
+                    counts["soft_bounces"] += 1
+                    if channel == "email" and (recipient or "").strip():
+                        soft_bounced.add(recipient.strip().lower())
+                elif event_type == "complained":
+                    counts["complaints"] += 1
+            if soft_bounced:
+                counts["suppressed_soft_bounce"] += _suppress_soft_bounces(conn, soft_bounced, source, soft_bounces)
     counts["duplicates"] = len(events) - counts["inserted"]
-    for key in ("inserted", "unmatched", "hard_bounces", "complaints", "suppressed_hard_bounce",
-                "suppressed_complaint"):
+    for key in ("inserted", "unmatched", "hard_bounces", "soft_bounces", "complaints", "suppressed_hard_bounce",
+                "suppressed_complaint", "suppressed_soft_bounce"):
         counts.setdefault(key, 0)
     return dict(counts)
+
+
+def _suppress_soft_bounces(
+    conn: psycopg.Connection, addresses: set[str], source: str, policy: SoftBounces | None
+) -> int:
+    if policy is None:
+        from campaign_orchestrator.config.policies import SoftBounces
+
+        policy = SoftBounces()
+    rows = conn.execute(
+        query("feedback/suppress_soft_bounces"),
+        {"addresses": sorted(addresses), "threshold": policy.suppress_after, "within": policy.within,
+         "source": source},
+    ).fetchall()
+    return len(rows)
 
 
 @dataclass
@@ -114,6 +150,7 @@ def poll_queue(
     wait_seconds: int = 20,
     batch_messages: int = 100,
     dead_letter_url: str | None = None,
+    soft_bounces: SoftBounces | None = None,
 ) -> PollResult:
     """Drain ``queue_url`` into the store until it is empty or ``max_messages`` were received.
 
@@ -125,6 +162,7 @@ def poll_queue(
     :param batch_messages: messages ingested per transaction (received 10 at a time).
     :param dead_letter_url: where unparseable messages are copied before being deleted;
         ``None`` leaves them on the queue for its redrive policy.
+    :param soft_bounces: the soft-bounce threshold (:func:`ingest_events`).
     """
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("poll_queue needs an autocommit connection outside a transaction")
@@ -153,7 +191,7 @@ def poll_queue(
                 result.ignored += 1
             events.extend(parsed)
             done.append(message)
-        result.counts.update(ingest_events(conn, events))  # committed on return
+        result.counts.update(ingest_events(conn, events, soft_bounces=soft_bounces))  # committed on return
         _delete(sqs_client, queue_url, done, result)
         if len(batch) < batch_messages:
             break  # the queue ran dry during this batch

@@ -1,5 +1,5 @@
-"""The tasks of the ``campaign_feedback`` DAG: drain the providers' feedback queues into the
-store, and copy the SNS SMS opt-out list into consent.
+"""The tasks of the ``campaign_feedback`` DAG: drain the providers' feedback queues and the
+SMTP bounce mailbox into the store, and copy the SNS SMS opt-out list into consent.
 
 Queue URLs live in the extras of one Airflow connection (``campaign_feedback`` by default),
 read at run time only: parsing the DAG touches no connection, database or network. A queue
@@ -92,8 +92,6 @@ class IngestFeedbackQueueOperator(FeedbackOperator):
         from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
         from campaign_orchestrator.feedback.ingest import poll_queue
-        from campaign_orchestrator.paths import ProjectPaths
-        from campaign_orchestrator.store.migrations import migrate
 
         queue_url = self.extras.get(self.queue_url_extra)
         if not queue_url:
@@ -104,10 +102,10 @@ class IngestFeedbackQueueOperator(FeedbackOperator):
         dead_letter_url = self.extras.get(self.dead_letter_url_extra) if self.dead_letter_url_extra else None
         client = SqsHook(aws_conn_id=self.aws_conn_id).get_conn()
         with self.connect() as conn:
-            migrate(conn, ProjectPaths.discover().migrations)
+            policies = _migrate_and_load_policies(conn)
             result = poll_queue(
                 conn, client, queue_url, max_messages=int(self.max_messages), wait_seconds=self.wait_seconds,
-                dead_letter_url=dead_letter_url or None,
+                dead_letter_url=dead_letter_url or None, soft_bounces=policies.soft_bounces,
             )
         if result.unparseable:
             log.error(
@@ -116,6 +114,66 @@ class IngestFeedbackQueueOperator(FeedbackOperator):
                 f"moved to {dead_letter_url}" if dead_letter_url else "left on the queue for its redrive policy",
             )
         return result.as_dict()
+
+
+class IngestBounceMailboxOperator(FeedbackOperator):
+    """Read the SMTP bounce mailbox over IMAP into ``campaign.delivery_event``
+    (:func:`~campaign_orchestrator.feedback.bounces.ingest_mailbox`): DSNs and complaint
+    reports tied to their message by VERP or returned Message-ID; the rest kept in
+    ``campaign.unmatched_feedback``. Skipped when the connection is not defined.
+
+    :param bounces_conn_id: the Airflow connection of the bounce mailbox (and VERP settings).
+    :param max_messages: read at most this many messages per run.
+    """
+
+    template_fields = ("bounces_conn_id", "max_messages")
+
+    def __init__(self, *, bounces_conn_id: str = "campaign_bounces", max_messages: int = 5_000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bounces_conn_id = bounces_conn_id
+        self.max_messages = max_messages
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from campaign_orchestrator.feedback.bounces import ingest_mailbox
+        from campaign_orchestrator.feedback.mailbox import BounceMailbox, settings_from_connection
+        from campaign_orchestrator.feedback.verp import settings_from_extras
+
+        try:
+            connection = BaseHook.get_connection(self.bounces_conn_id)
+        except AirflowNotFoundException:
+            raise AirflowSkipException(
+                f"No bounce mailbox: define the Airflow connection {self.bounces_conn_id!r} (IMAP host, port, "
+                "login, password; extras verp_domain and secret for VERP) to ingest SMTP bounces"
+            ) from None
+        if not connection.host:
+            raise AirflowSkipException(f"connection {self.bounces_conn_id!r} names no IMAP host: nothing to read")
+        settings = settings_from_connection(connection)
+        verp = settings_from_extras(connection.extra_dejson or {})
+        with self.connect() as conn:
+            policies = _migrate_and_load_policies(conn)
+            with BounceMailbox(settings) as mailbox:
+                result = ingest_mailbox(
+                    conn, mailbox, verp, source=f"imap:{self.bounces_conn_id}", max_messages=int(self.max_messages),
+                    soft_bounces=policies.soft_bounces,
+                )
+        if result.kept:
+            log.warning("%d reports matched no message; kept in campaign.unmatched_feedback", result.kept)
+        return result.as_dict()
+
+
+def _migrate_and_load_policies(conn: psycopg.Connection):
+    """Apply pending migrations (this DAG may run before any campaign does) and read the
+    rules across campaigns (the soft-bounce threshold)."""
+    from campaign_orchestrator.paths import ProjectPaths
+    from campaign_orchestrator.run.policies import load_policies
+    from campaign_orchestrator.store.migrations import migrate
+
+    paths = ProjectPaths.discover()
+    migrate(conn, paths.migrations)
+    return load_policies(paths.campaigns)
 
 
 class SyncSmsOptOutsOperator(FeedbackOperator):

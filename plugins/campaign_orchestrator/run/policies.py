@@ -6,6 +6,7 @@ frequency_caps:
   - {channel: sms, max: 1, per: 1d}                          # and 1 SMS a day, of any purpose
 quiet_hours:                      # default when absent: SMS and push deferred 21:00-08:00
   - {channels: [sms, push], start: "21:00", end: "08:00", fallback: defer}
+soft_bounces: {suppress_after: 3, within: 30d}   # the default: see feedback/classify.py
 ```
 
 A cap is evaluated when a message is claimed for sending, against the communication history

@@ -349,7 +349,7 @@ def test_feedback_dag_parses_without_io() -> None:
     assert counts == {"sql": 0, "psycopg_connect": 0, "get_connection": 0, "variable_get": 0}
     dag = bag.dags["campaign_feedback"]
     assert dag.max_active_runs == 1 and not dag.catchup
-    assert set(dag.task_ids) == {"ingest_ses_events", "ingest_sms_status", "sync_sms_opt_outs"}
+    assert set(dag.task_ids) == {"ingest_ses_events", "ingest_sms_status", "ingest_bounce_mailbox", "sync_sms_opt_outs"}
 
 
 def test_operator_skips_when_no_queue_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,11 @@ side of that line a failure fell on:
   once and tries the message again; if that fails too, this and every remaining message of
   the call are ``retry``;
 - it breaks after the content left but before the reply: ``uncertain``.
+
+With a VERP return path (:mod:`campaign_orchestrator.feedback.verp`), each message's
+``MAIL FROM`` is its own signed bounce address, so an asynchronous bounce names the message.
+Through an email service's relay (:mod:`.relay`), each message carries the service's
+custom-data header naming it, so the service's webhook events do.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from campaign_orchestrator.channels.base import Outbound
+    from campaign_orchestrator.channels.email.relay import Relay
+    from campaign_orchestrator.feedback.verp import VerpSettings
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +179,28 @@ class SmtpSender(Sender):
 
     :param envelope_from: ``MAIL FROM`` address (the step's sender, bare).
     :param smtp_conn_id: Airflow connection of the SMTP server.
+    :param return_path: VERP settings: each message's ``MAIL FROM`` is then its signed bounce
+        address (messages whose id is not ours keep ``envelope_from``).
+    :param relay: the email service whose relay this is: each message gets its reference
+        header (and, for Postmark, the connection extra ``message_stream``).
     """
 
-    def __init__(self, envelope_from: str, smtp_conn_id: str = CampaignSmtpHook.default_conn_name) -> None:
+    def __init__(
+        self,
+        envelope_from: str,
+        smtp_conn_id: str = CampaignSmtpHook.default_conn_name,
+        return_path: VerpSettings | None = None,
+        relay: Relay | None = None,
+    ) -> None:
         self.envelope_from = envelope_address(envelope_from)
         self.hook = CampaignSmtpHook(smtp_conn_id=smtp_conn_id)
+        self.return_path = return_path
+        self.relay = relay
+        self._message_stream: str | None = None
 
     def open(self) -> None:
+        if self.relay is not None:
+            self._message_stream = _message_stream(self.hook)
         try:
             self.hook.connect()
         except OSError as exc:
@@ -221,7 +243,7 @@ class SmtpSender(Sender):
                     error = f"{error}; reconnect failed: {exc}" if error else f"cannot reconnect: {exc}"
                     return Outcome("retry", reason="connection_lost", error=error)
             try:
-                reply = self.hook.send_raw(self.envelope_from, to, message.payload)
+                reply = self.hook.send_raw(self._envelope_from(message), to, self._payload(message))
             except SmtpConnectionLost as exc:
                 if exc.delivered:
                     return Outcome("uncertain", reason="connection_lost_after_data", error=str(exc))
@@ -233,6 +255,27 @@ class SmtpSender(Sender):
                 continue
             return _outcome(reply)
         return Outcome("retry", reason="connection_lost", error=error)
+
+    def _envelope_from(self, message: Outbound) -> str:
+        if self.return_path is None:
+            return self.envelope_from
+        return self.return_path.return_path(message.message_id, message.recipient.profile_id) or self.envelope_from
+
+    def _payload(self, message: Outbound) -> bytes:
+        if self.relay is None:
+            return message.payload
+        return self.relay.headers(message.message_id, self._message_stream) + message.payload
+
+
+_STREAM = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _message_stream(hook: CampaignSmtpHook) -> str | None:
+    """The connection's extra ``message_stream`` (Postmark), checked: it becomes a header."""
+    stream = hook.get_connection(hook.smtp_conn_id).extra_dejson.get("message_stream")
+    if stream and not _STREAM.fullmatch(str(stream)):
+        raise ValueError(f"connection {hook.smtp_conn_id!r}: message_stream {stream!r} is not a stream id")
+    return str(stream) if stream else None
 
 
 def _outcome(reply: SmtpReply) -> Outcome:
