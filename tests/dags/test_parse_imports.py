@@ -26,6 +26,8 @@ PARSE_TIME_MODULES = {
     "campaign_orchestrator.channels",
     "campaign_orchestrator.channels.base",
     "campaign_orchestrator.channels.registry",
+    "campaign_orchestrator.channels.email",  # the registry's relay defaults: data, no client
+    "campaign_orchestrator.channels.email.relay",
     "campaign_orchestrator.operators",
     "campaign_orchestrator.run",
     "campaign_orchestrator.run.throttle",
