@@ -1,4 +1,4 @@
-"""The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report | store``."""
+"""The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report | store | ingest``."""
 
 from __future__ import annotations
 
@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_store_demo_data)
     s = store.add_parser("stop", help="stop the embedded PostgreSQL, if one runs")
     s.set_defaults(handler=cmd_store_stop)
+
+    from campaign_orchestrator.ingestion.cli import add_ingest_commands
+
+    add_ingest_commands(sub)  # campaigns ingest validate | preview | run
     return parser
 
 

@@ -202,7 +202,8 @@ def trigger_params(config: CampaignConfig) -> dict[str, Any]:
     }
 
 
-def build_invalid_dag(error: ConfigError) -> DAG:
+def build_invalid_dag(error: ConfigError, kind: str = "campaign", command: str = "campaigns validate") -> DAG:
+    """The placeholder DAG of a broken config file (a campaign, or an ingestion source)."""
     from airflow.sdk import DAG
 
     from campaign_orchestrator.operators.campaign import ConfigErrorOperator
@@ -211,7 +212,7 @@ def build_invalid_dag(error: ConfigError) -> DAG:
     with DAG(
         dag_id=error.campaign_id,
         description=f"INVALID CONFIG: {error.problems[0].message}"[:200],
-        doc_md=f"## This campaign's config is invalid\n\n```\n{rendered}\n```\n\nRun `campaigns validate` locally.",
+        doc_md=f"## This {kind}'s config is invalid\n\n```\n{rendered}\n```\n\nRun `{command}` locally.",
         schedule=None,
         start_date=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
         catchup=False,
