@@ -125,12 +125,23 @@ class Hop:
 
 
 def load_catalog(path: Path) -> Catalog:
-    return _load(str(path), path.stat().st_mtime_ns if path.exists() else 0)
+    """The catalog file, with the entities the project's ingestion sources declare merged in
+    (``target.entity`` in ``dags/ingestion/*.yaml``; see ``ingestion/catalog.py``)."""
+    from campaign_orchestrator.ingestion.catalog import folder_state
+    from campaign_orchestrator.paths import ProjectPaths
+
+    sources = ProjectPaths(path.resolve().parent.parent).ingestion
+    return _load(str(path), path.stat().st_mtime_ns if path.exists() else 0, str(sources), folder_state(sources))
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, _mtime: int) -> Catalog:
+def _load(path: str, _mtime: int, sources: str, source_state: tuple[tuple[str, int], ...]) -> Catalog:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if source_state and isinstance(data.get("entities"), dict):
+        from campaign_orchestrator.ingestion.catalog import source_entities
+
+        declared, _problems = source_entities(Path(sources), set(data["entities"]))
+        data["entities"] = {**data["entities"], **declared}
     return Catalog.model_validate(data)
 
 
