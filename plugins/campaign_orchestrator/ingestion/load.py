@@ -223,6 +223,9 @@ def merge_staged(conn: psycopg.Connection, staged: Staged, outcome: LoadOutcome,
     if over:
         return over
     watermark_column = _watermark_column(config)
+    if watermark_column is not None and watermark_column not in rows.columns:
+        raise SchemaError(f"source.watermark.column: {watermark_column!r} is not loaded into {config.target.table}; "
+                          f"the query must return it (loaded: {', '.join(rows.columns)})")
     snapshot = config.deletes is not None and config.deletes.snapshot
     try:
         with conn.transaction():  # savepoint: a failed fast merge leaves staging as it was
