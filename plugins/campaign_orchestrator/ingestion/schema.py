@@ -215,13 +215,6 @@ def plan_columns(
     for name in constants:
         if name not in shape.columns:
             raise SchemaError(f"target.set.{name}: {target.table} has no column {name!r}{_hint(name, shape.columns)}")
-    required = [c.name for c in shape.columns.values()
-                if c.not_null and not c.has_default and c.name not in loads and c.name not in constants]
-    if required:
-        raise SchemaError(
-            f"{target.table}.{required[0]} is required (NOT NULL, no default) but the source does not deliver it; "
-            "add it to the source, map a column to it (target.rename) or give a value (target.set)"
-        )
     warnings: list[str] = []
     if new:
         message = (f"new column(s) upstream: {', '.join(map(repr, new))} not in {target.table}"
@@ -240,6 +233,15 @@ def plan_columns(
             raise DriftError(f"{message}. Restore them upstream, or set on_drift.missing_columns: warn to load "
                              "the other columns (the missing ones keep their values)")
         warnings.append(f"{message}; {target.table} keeps their values (on_drift.missing_columns: warn)")
+    required = [c.name for c in shape.columns.values()
+                if c.not_null and not c.has_default and c.name not in loads and c.name not in constants]
+    if required:
+        gone = " (removed upstream; even with on_drift.missing_columns: warn a load cannot insert without it)" \
+            if reverse.get(required[0], required[0]) in missing else ""
+        raise SchemaError(
+            f"{target.table}.{required[0]} is required (NOT NULL, no default) but the source does not deliver it"
+            f"{gone}; add it to the source, map a column to it (target.rename) or give a value (target.set)"
+        )
     return ColumnPlan(list(source_columns), list(source_columns), loads, constants, tombstone, config.data_as_of,
                       warnings)
 
