@@ -13,7 +13,7 @@ import error, which the Airflow UI lists prominently.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -98,7 +98,18 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
             outlets=[completed_asset(config.id)],
             **common,
         )
-        prepare >> evaluate
+        if config.requires_fresh:
+            from campaign_orchestrator.ingestion.operators import CheckFreshnessOperator
+
+            # Waits deferred for fresh data, as long as a late scheduled run is still sent.
+            wait_up_to = config.late_run_tolerance or timedelta(hours=2)
+            check = CheckFreshnessOperator(
+                task_id="check_freshness", retries=0, timeout=wait_up_to.total_seconds(),
+                requirements={table: age.total_seconds() for table, age in config.requires_fresh.items()},
+            )
+            prepare >> check >> evaluate
+        else:
+            prepare >> evaluate
         if config.audience.save_as is not None:
             save = SaveAudienceOperator(task_id="save_audience", **common)
             evaluate >> save >> finalize

@@ -91,3 +91,23 @@ def test_schedules_cron_assets_and_manual(tmp_path: Path, monkeypatch: pytest.Mo
     assert namespace["ingest_hourly"].timetable.expression == "0 * * * *"
     assert {a.uri for a in namespace["ingest_chained"].timetable.asset_condition.objects} == {"s3://landing/p"}  # Airflow normalizes the URI
     assert type(namespace["ingest_by_hand"].timetable).__name__ == "NullTimetable"
+
+
+def test_a_campaign_requiring_fresh_data_checks_it_before_its_audience(tmp_path: Path, monkeypatch) -> None:
+    import yaml
+
+    folder = tmp_path / "campaigns"
+    shutil.copytree(CAMPAIGNS, folder)
+    data = yaml.safe_load((CAMPAIGNS / "winter_sale.yaml").read_text())
+    data.update(id="fresh_sale", requires_fresh={"crm.booking": "2h"}, late_run_tolerance="30m")
+    (folder / "fresh_sale.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("CAMPAIGNS_CONFIG_DIR", str(folder))
+    with forbidden_io() as counts:
+        bag = dagbag()
+    assert counts["psycopg_connect"] == counts["get_connection"] == 0
+    dag = bag.dags["fresh_sale"]
+    check = dag.get_task("check_freshness")
+    assert check.upstream_task_ids == {"prepare_run"} and dag.get_task("evaluate_audience").upstream_task_ids == {
+        "check_freshness"}
+    assert check.requirements == {"crm.booking": 7200.0} and check.timeout == 1800.0
+    assert "check_freshness" not in bag.dags["winter_sale"].task_ids

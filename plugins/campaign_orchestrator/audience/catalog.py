@@ -27,6 +27,9 @@ class Entity(BaseModel):
     table: str = Field(description="schema.table")
     key: str = Field(pattern=_NAME, description="Primary key column")
     links: dict[str, str] = Field(default_factory=dict, description="other entity -> column of this table")
+    declared_by: str | None = Field(
+        default=None, description="The ingestion source that declares (and creates) this entity's table"
+    )
 
     @field_validator("table")
     @classmethod
@@ -157,7 +160,8 @@ def check_catalog_in_store(conn, catalog: Catalog) -> list[str]:
     for name, entity in sorted(catalog.entities.items()):
         have = columns.get(entity.table)
         if have is None:
-            problems.append(f"entities.{name}.table: {entity.table} does not exist in the store")
+            if entity.declared_by is None:  # a source's table exists from its first load on
+                problems.append(f"entities.{name}.table: {entity.table} does not exist in the store")
             continue
         for field_name, column in [("key", entity.key), *((f"links.{t}", c) for t, c in entity.links.items())]:
             if column not in have:

@@ -28,7 +28,7 @@ def source_entities(folder: Path, known: set[str]) -> tuple[dict[str, dict[str, 
                             "include/entities.yaml; choose another name")
             continue
         declared[entity.name] = (path, {"table": config.target.table, "key": entity.key or config.target.key[0],
-                                        "links": dict(entity.links)})
+                                        "links": dict(entity.links), "declared_by": config.id})
     names = known | set(declared)
     entities = {}
     for name, (path, entity) in declared.items():

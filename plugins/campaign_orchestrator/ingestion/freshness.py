@@ -29,10 +29,10 @@ class TableFreshness:
 
     def describe(self) -> str:
         if self.data_as_of is None:
-            return f"{self.table}: never loaded (requires data at most {_span(self.max_age)} old)"
+            return f"{self.table}: never loaded (requires data at most {format_span(self.max_age)} old)"
         state = "fresh" if self.fresh else "stale"
-        return (f"{self.table}: {state}, data as of {self.data_as_of:%Y-%m-%d %H:%M:%S %Z} ({_span(self.age)} old, "
-                f"at most {_span(self.max_age)} allowed; last loaded {self.loaded_at:%Y-%m-%d %H:%M:%S %Z} by "
+        return (f"{self.table}: {state}, data as of {self.data_as_of:%Y-%m-%d %H:%M:%S %Z} ({format_span(self.age)} old, "
+                f"at most {format_span(self.max_age)} allowed; last loaded {self.loaded_at:%Y-%m-%d %H:%M:%S %Z} by "
                 f"source {self.source_id})")
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def freshness_rows(rows: list[Any], requirements: dict[str, timedelta]) -> list[
     ]
 
 
-def _span(value: timedelta | None) -> str:
+def format_span(value: timedelta | None) -> str:
     if value is None:
         return "?"
     seconds = int(value.total_seconds())
@@ -61,6 +61,7 @@ def _span(value: timedelta | None) -> str:
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{seconds}s" if seconds and not days else ""]
-    return " ".join(p for p in parts if p) or "0s"
+    # Two units at most: "1d 2h", "5h 3m", "3m 20s".
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    first = next((i for i, (n, _) in enumerate(parts) if n), 3)
+    return " ".join(f"{n}{unit}" for n, unit in parts[first:first + 2] if n) or "0s"
