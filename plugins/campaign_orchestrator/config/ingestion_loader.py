@@ -10,7 +10,6 @@ broken source never hides the others. A ConfigError's id is the source's DAG id
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from campaign_orchestrator.config.base import IDENTIFIER
 from campaign_orchestrator.config.errors import (
     ConfigError,
+    ConfigFileError,
     ConfigProblem,
     fallback_id,
     line_of,
@@ -28,36 +28,25 @@ from campaign_orchestrator.config.errors import (
     validation_problems,
 )
 from campaign_orchestrator.config.ingestion import SOURCE_KINDS, IngestionConfig, dag_id_of
-from campaign_orchestrator.config.loader import campaign_files, deep_merge
+from campaign_orchestrator.config.loader import LoadResult, campaign_files, deep_merge
 from campaign_orchestrator.paths import ProjectPaths
 
 DEFAULTS_FILE = "_defaults.yaml"
 WHAT = "ingestion source fields"
 
 
-@dataclass
-class SourceLoadResult:
-    configs: dict[str, tuple[Path, IngestionConfig]] = field(default_factory=dict)
-    """By source id."""
-    errors: list[ConfigError] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
+SourceLoadResult = LoadResult[IngestionConfig]
+"""Sources by id, with their files, and the files that did not validate."""
 
 
-class SourceFileError(ValueError):
+class SourceFileError(ConfigFileError):
     """A source file (or its defaults) that does not validate; ``str()`` lists every problem."""
-
-    def __init__(self, error: ConfigError) -> None:
-        super().__init__(error.render())
-        self.error = error
 
 
 def load_sources(folder: Path, paths: ProjectPaths | None = None, only_dag_id: str | None = None) -> SourceLoadResult:
     """Every source in ``folder``; with ``only_dag_id`` (Airflow's parsing context), just that one."""
     paths = paths or ProjectPaths.discover()
-    result = SourceLoadResult()
+    result: SourceLoadResult = LoadResult()
     if not folder.is_dir():
         return result
     defaults, defaults_error = read_defaults(folder)

@@ -29,6 +29,20 @@ def is_valid_function(conn: psycopg.Connection) -> sql.Composable:
     return sql.Identifier("ingest", "input_is_valid")
 
 
+def probe_keys(conn: psycopg.Connection, rows: StagedRows) -> tuple[int, bool]:
+    """(records that cannot be merged, whether a key occurs twice among the others), in one pass.
+
+    The keys are compared in their type (hashing a bigint is cheaper than its text, and '7' and
+    '07' are one key); a key that does not cast fails this as the merge would: careful path.
+    """
+    keys = [sql.SQL("CASE WHEN s._error IS NULL AND {} THEN {} END AS {}").format(
+        rows.has_keys(), rows.cast(c), sql.Identifier(f"k_{i}")) for i, c in enumerate(rows.key)]
+    statement = query("ingestion/probe_keys", has_keys=rows.has_keys(), keys=sql.SQL(", ").join(keys),
+                      groups=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(keys) + 2)))
+    unmergeable, duplicates = conn.execute(statement).fetchone()  # type: ignore[misc]
+    return int(unmergeable), bool(duplicates)
+
+
 def reject_unsplit_and_keyless(conn: psycopg.Connection, rows: StagedRows) -> None:
     conn.execute(query("ingestion/reject_unsplit"))
     needed = [*rows.key, *([rows.version] if rows.version else [])]
@@ -45,13 +59,6 @@ def count_rejects(conn: psycopg.Connection) -> tuple[int, int]:
     """(rejected records, duplicates) so far."""
     rejected, duplicates = conn.execute(query("ingestion/count_rejects")).fetchone()  # type: ignore[misc]
     return int(rejected), int(duplicates)
-
-
-def has_duplicate_keys(conn: psycopg.Connection, rows: StagedRows) -> bool:
-    # On the key as text: two spellings of one number ('7', '07') are caught by the merge
-    # itself, which cannot update a row twice, and also send the load down the careful path.
-    key = sql.SQL(", ").join(rows.raw(c) for c in rows.key)
-    return bool(conn.execute(query("ingestion/has_duplicate_keys", filter=rows.base_filter(), key=key)).fetchone()[0])
 
 
 def find_invalid_values(conn: psycopg.Connection, rows: StagedRows) -> None:

@@ -218,7 +218,15 @@ def merge_staged(conn: psycopg.Connection, staged: Staged, outcome: LoadOutcome,
     rows = staged.rows
     config = rows.config
     constants = rows.plan.constants if constants is None else constants
-    checks.reject_unsplit_and_keyless(conn, rows)
+    try:
+        with conn.transaction():  # savepoint: a key that does not cast stops the probe
+            # One hash group per key: with the default 4 MB a large file's grouping spills to disk.
+            conn.execute("SET LOCAL work_mem = '64MB'")
+            unmergeable, duplicate_keys = checks.probe_keys(conn, rows)
+    except psycopg.errors.DataError:
+        unmergeable, duplicate_keys = 1, True  # the careful path finds out which
+    if unmergeable:
+        checks.reject_unsplit_and_keyless(conn, rows)
     over = _over_share(conn, config, staged.rows_read, outcome)
     if over:
         return over
@@ -229,10 +237,11 @@ def merge_staged(conn: psycopg.Connection, staged: Staged, outcome: LoadOutcome,
     snapshot = config.deletes is not None and config.deletes.snapshot
     try:
         with conn.transaction():  # savepoint: a failed fast merge leaves staging as it was
-            if checks.has_duplicate_keys(conn, rows):
+            if duplicate_keys:
                 raise _DuplicateKeys()
             merged = merge_rows(conn, rows, rows.inline(), constants=constants, watermark_column=watermark_column,
-                                snapshot_keys=snapshot_keys_fast(rows) if snapshot else None)
+                                snapshot_keys=snapshot_keys_fast(rows) if snapshot else None,
+                                known_candidates=staged.rows_read - outcome.rejected)
             outcome.path = "fast"
     except (_DuplicateKeys, *_CAREFUL) as exc:
         if not isinstance(exc, _DuplicateKeys):

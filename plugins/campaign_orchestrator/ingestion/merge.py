@@ -40,8 +40,11 @@ class Merged:
 
 def merge_rows(conn: psycopg.Connection, rows: StagedRows, src: sql.Composable, *,
                constants: dict[str, Any], watermark_column: str | None = None,
-               snapshot_keys: sql.Composable | None = None) -> Merged:
-    """Upsert ``src`` into the target, delete tombstoned or (snapshot) absent keys, and measure."""
+               snapshot_keys: sql.Composable | None = None, known_candidates: int | None = None) -> Merged:
+    """Upsert ``src`` into the target, delete tombstoned or (snapshot) absent keys, and measure.
+
+    :param known_candidates: how many records ``src`` has, when the caller knows (the fast path).
+    """
     target = table_identifier(rows.config.target.table)
     deletes = rows.config.deletes
     before = conn.execute(query("ingestion/count_table", target=target)).fetchone()[0] if snapshot_keys else 0
@@ -60,7 +63,10 @@ def merge_rows(conn: psycopg.Connection, rows: StagedRows, src: sql.Composable, 
                 "nothing is loaded. A truncated or partial export looks like this; if the deletes are real, raise "
                 "max_delete_share for one run"
             )
-    candidates, tombstoned, as_of, watermark = _measure(conn, rows, src, watermark_column)
+    if rows.plan.tombstone or rows.plan.as_of or watermark_column or known_candidates is None:
+        candidates, tombstoned, as_of, watermark = _measure(conn, rows, src, watermark_column)
+    else:  # nothing to measure that the caller does not know: no second pass over the rows
+        candidates, tombstoned, as_of, watermark = known_candidates, 0, None, None
     return Merged(inserted, updated, deleted, tombstoned, candidates, as_of, watermark)
 
 

@@ -22,6 +22,7 @@ class ReadStats:
     """What a reader staged."""
 
     records: int = 0
+    """Records read, where the reader counts them (the load counts the staged rows itself)."""
     sha256: str | None = None
     """The file's content hash as read (text formats), for a re-upload under another name."""
     seen: set[str] | None = None
@@ -62,3 +63,10 @@ def text_of(value: object) -> str | None:
     if hasattr(value, "isoformat"):
         return value.isoformat()  # type: ignore[no-any-return]
     return str(value)
+
+
+def close_all(*streams: object) -> None:
+    """Close what a reader opened, outermost first (None: not opened)."""
+    for stream in streams:
+        if stream is not None:
+            stream.close()  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 import psycopg.errors
 
 from campaign_orchestrator.ingestion.files import CHUNK, HashingReader, open_content
-from campaign_orchestrator.ingestion.readers import ReadStats
+from campaign_orchestrator.ingestion.readers import ReadStats, close_all
 from campaign_orchestrator.ingestion.staging import copy_csv_statement, copy_rows_statement
 
 if TYPE_CHECKING:
@@ -77,13 +77,12 @@ class CsvReader:
             log.warning("%s: COPY cannot split every line (%s); reading it record by record",
                         self.file.url, str(exc).splitlines()[0])
             self._open()
-            self.columns_skip()
+            self._skip_header()
             self._copy_records(conn, layout)
         assert self._raw is not None
-        records = conn.execute("SELECT count(*) FROM ingest_stage").fetchone()[0]
-        return ReadStats(records=records, sha256=self._raw.hexdigest())
+        return ReadStats(sha256=self._raw.hexdigest())  # the load counts the staged records
 
-    def columns_skip(self) -> None:
+    def _skip_header(self) -> None:
         """After reopening: position past the header again."""
         if self.source.header:
             _line, self._rest = _first_line(self._content)  # type: ignore[arg-type]
@@ -133,10 +132,7 @@ class CsvReader:
         return {"delimiter": self.source.delimiter, "quotechar": self.source.quote}
 
     def close(self) -> None:
-        if self._content is not None:
-            self._content.close()
-        if self._raw is not None:
-            self._raw.close()
+        close_all(self._content, self._raw)
         self._content = self._raw = None
 
 

@@ -14,7 +14,7 @@ import json
 from typing import IO, TYPE_CHECKING
 
 from campaign_orchestrator.ingestion.files import HashingReader, open_content
-from campaign_orchestrator.ingestion.readers import ReadStats, text_of
+from campaign_orchestrator.ingestion.readers import ReadStats, close_all, text_of
 from campaign_orchestrator.ingestion.staging import copy_rows_statement
 
 if TYPE_CHECKING:
@@ -67,8 +67,5 @@ class JsonLinesReader:
         return ReadStats(records=records, sha256=self._raw.hexdigest(), seen=seen)
 
     def close(self) -> None:
-        if self._content is not None:
-            self._content.close()
-        if self._raw is not None:
-            self._raw.close()
+        close_all(self._content, self._raw)
         self._content = self._raw = None
