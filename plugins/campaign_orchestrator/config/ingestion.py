@@ -95,6 +95,15 @@ class IngestionSchedule(StrictModel):
     def _cron(cls, value: str | None) -> str | None:
         return None if value is None else check_cron(value)
 
+    @field_validator("assets")
+    @classmethod
+    def _asset_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            if not re.match(r"^\S+$", uri) or uri.startswith("airflow://"):
+                raise ValueError(f"{uri!r} is not an Asset URI (no spaces; the airflow:// scheme is Airflow's own), "
+                                 "e.g. s3://landing/bookings/ or campaign-store://crm/booking")
+        return value
+
 
 class _FileSource(StrictModel):
     path: str = Field(

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from campaign_orchestrator.config.errors import ConfigError, ConfigProblem
 from campaign_orchestrator.config.ingestion_loader import SourceLoadResult, load_sources
 from campaign_orchestrator.paths import ProjectPaths
 
@@ -47,8 +48,13 @@ def build_ingestion_dags(namespace: dict[str, Any], folder: Path | None = None) 
     if wanted is not None and not wanted.startswith(DAG_PREFIX):
         return SourceLoadResult()  # a campaign's task is running: it needs no source
     result = load_sources(folder or paths.ingestion, paths, only_dag_id=wanted)
-    for _source_id, (path, config) in result.configs.items():
-        namespace[config.dag_id] = build_source_dag(config, path)
+    for source_id, (path, config) in list(result.configs.items()):
+        try:
+            namespace[config.dag_id] = build_source_dag(config, path)
+        except Exception as exc:  # noqa: BLE001 - what Airflow refuses in one source must not hide the others
+            del result.configs[source_id]
+            result.errors.append(ConfigError(path, config.dag_id, (ConfigProblem(
+                "", f"Airflow refused the DAG built from this source: {exc}"),)))
     for error in result.errors:
         if wanted is None or wanted == error.campaign_id:
             namespace[f"invalid_{error.campaign_id}"] = build_invalid_dag(
