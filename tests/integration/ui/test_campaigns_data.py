@@ -3,7 +3,9 @@ counts, and for a campaign that waits on data the time from the file landing to 
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 
 import pytest
 
@@ -38,6 +40,8 @@ def test_the_page_shows_each_tables_freshness_last_load_and_the_landing_latency(
     (landing / "bookings_1.csv").write_text("\n".join([
         BOOKING_HEADER, booking(9_000_001, profile=profile), booking(9_000_002, profile=profile),
         booking(9_000_003, profile=profile, amount="x")]) + "\n")
+    landed = time.time() - 90  # the file landed a minute and a half before the campaign starts
+    os.utime(landing / "bookings_1.csv", (landed, landed))
     source = tmp_path / "bookings.yaml"
     source.write_text(textwrap.dedent(f"""
         id: bookings
@@ -59,7 +63,7 @@ def test_the_page_shows_each_tables_freshness_last_load_and_the_landing_latency(
     started = store.execute("SELECT started_at FROM campaign.run WHERE run_key = %s", (run_key,)).fetchone()[0]
     campaigns = {c["id"]: c for c in body["campaigns"]}
     latency = campaigns["fresh_bookings"]["data_latency"]
-    assert latency["seconds"] == round((started - load[7]).total_seconds(), 1) > 0
+    assert latency["seconds"] == round((started - load[7]).total_seconds(), 1) >= 90
     assert campaigns["fresh_bookings"]["data_tables"] == ["crm.booking"]
     assert campaigns["winter_sale"]["data_latency"] is None
 
