@@ -4,7 +4,8 @@ and whether the target was met; written as Markdown and JSON under bench-results
     python bench/report.py [--results bench-results] [--dsn ...]
 
 Reads ``run.json`` (bench_run.py), ``smtp.json`` (bench_smtp.py) and ``parse.json``
-(bench_parse.py); a file that is missing leaves its rows out. Targets are those of issue #7.
+(bench_parse.py) and ``ingest.json`` (bench_ingest.py); a file that is missing leaves its rows out.
+Targets are those of issue #7 (ingestion: issue #13).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ RSS_FLAT_TARGET = 1.10
 PARSE_TARGET_S = 5.0
 VERP_SHARE_TARGET = 0.15
 """VERP may add at most this share of a message's rendering cost."""
+INGEST_RATIO_TARGET = 2.0
+INGEST_LATENCY_TARGET_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         rows += _parse_rows(results["parse"])
     if "feedback" in results:
         rows += _feedback_rows(results["feedback"])
+    if "ingest" in results:
+        rows += _ingest_rows(results["ingest"])
     return rows
 
 
@@ -203,6 +208,32 @@ def _parse_rows(parse: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _ingest_rows(ingest: dict[str, Any]) -> list[Row]:
+    up, memory = ingest["upsert"], ingest["memory"]
+    n = ingest["rows"]
+    rows = [Row(
+        f"{n:,}-record CSV upsert (half updates, half inserts) into a {n:,}-row table vs a bare COPY of the file "
+        "into an empty unindexed table", f"≤ {INGEST_RATIO_TARGET:.0f}x",
+        f"{up['ratio']:.2f}x ({up['load_s']:.2f} s, {up['rows_per_s']:,} rows/s, vs {up['bare_copy_s']:.2f} s)",
+        up["ratio"] <= INGEST_RATIO_TARGET,
+        "" if up["ratio"] <= INGEST_RATIO_TARGET else
+        f"{_over(up['ratio'], INGEST_RATIO_TARGET, 'x')}; a bare upsert of the file (COPY to a typed temp table, one "
+        f"ON CONFLICT, no checks) takes {up['bare_upsert_s']:.2f} s: the load is {up['ratio_to_bare_upsert']:.2f}x that",
+    )]
+    small, large = (memory["runs"][k]["peak_rss_mb"] for k in sorted(memory["runs"], key=int))
+    rows.append(Row(f"load task peak RSS, {ingest['memory_rows']:,} vs {n:,} records", f"flat (≤ {RSS_FLAT_TARGET}x)",
+                    f"{small:.0f} MB vs {large:.0f} MB ({memory['ratio']:.3f}x)", memory["ratio"] <= RSS_FLAT_TARGET))
+    if "latency" in ingest:
+        lat = ingest["latency"]
+        rows.append(Row(
+            "file landing (file://) to the first message of the on_data campaign it starts, real scheduler and workers",
+            f"< {INGEST_LATENCY_TARGET_S:.0f} s",
+            f"{lat['seconds']:.1f} s (load committed {lat['load_committed_s']} s, campaign run started "
+            f"{lat['campaign_started_s']} s after landing)", lat["seconds"] < INGEST_LATENCY_TARGET_S,
+        ))
+    return rows
+
+
 def markdown(rows: list[Row], machine: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
@@ -252,7 +283,7 @@ def main() -> int:
     parser.add_argument("--only", default="run,smtp,parse,feedback", help="the benchmarks whose results to report")
     args = parser.parse_args()
     results = {}
-    for name in ("run", "smtp", "parse", "feedback"):
+    for name in ("run", "smtp", "parse", "feedback", "ingest"):
         path = args.results / f"{name}.json"
         if name not in args.only.split(","):
             continue

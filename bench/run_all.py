@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback", "ingest")
 
 
 def main() -> int:
@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--channel-profiles", type=int, default=100_000, help="profiles of the per-channel benchmarks")
     parser.add_argument("--smtp-profiles", type=int, default=30_000, help="profiles of the SMTP comparison")
     parser.add_argument("--campaigns", type=int, default=1000, help="campaign configs parsed into DAGs")
+    parser.add_argument("--ingest-rows", type=int, default=1_000_000, help="records upserted by the ingestion benchmark")
     parser.add_argument("--only", default=",".join(BENCHES), help=f"a comma-separated subset of {', '.join(BENCHES)}")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -62,6 +63,10 @@ def main() -> int:
                         "--json", str(RESULTS / "enrichment.json")]),
         "feedback": ("VERP return path per message vs the plain sender; webhook endpoint requests/s vs /healthz",
                      ["bench_feedback.py", *dsn, "--json", str(RESULTS / "feedback.json")]),
+        "ingest": (f"Ingestion: a {args.ingest_rows:,}-record CSV upsert vs a bare COPY, load task peak RSS at "
+                   f"{args.memory_profiles:,} and {args.ingest_rows:,} records, file landing to first message",
+                   ["bench_ingest.py", "--rows", str(args.ingest_rows), "--memory-rows", str(args.memory_profiles),
+                    *dsn, "--json", str(RESULTS / "ingest.json")]),
     }
     failed = []
     loads = []

@@ -1,5 +1,5 @@
 """The authoring CLI: ``campaigns validate | schema | preview | calculate | render | proof | audiences | report |
-runs | store | env``."""
+runs | store | env | ingest``."""
 
 from __future__ import annotations
 
@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     s = store.add_parser("psql", help="open psql on the store (the system's psql, or the one of the embedded server)")
     s.add_argument("args", nargs=argparse.REMAINDER, help="passed to psql, e.g. -c 'SELECT count(*) FROM crm.profile'")
     s.set_defaults(handler=cmd_store_psql)
+
+    from campaign_orchestrator.ingestion.cli import add_ingest_commands
+
+    add_ingest_commands(sub)  # campaigns ingest validate | preview | run
     return parser
 
 

@@ -13,7 +13,7 @@ import error, which the Airflow UI lists prominently.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -91,7 +91,18 @@ def build_campaign_dag(config: CampaignConfig, path: Path, paths: ProjectPaths) 
             outlets=[completed_asset(config.id)],
             **common,
         )
-        prepare >> evaluate
+        if config.requires_fresh:
+            from campaign_orchestrator.ingestion.operators import CheckFreshnessOperator
+
+            # Waits deferred for fresh data, as long as a late scheduled run is still sent.
+            wait_up_to = config.late_run_tolerance or timedelta(hours=2)
+            check = CheckFreshnessOperator(
+                task_id="check_freshness", retries=0, timeout=wait_up_to.total_seconds(),
+                requirements={table: age.total_seconds() for table, age in config.requires_fresh.items()},
+            )
+            prepare >> check >> evaluate
+        else:
+            prepare >> evaluate
         if config.audience.save_as is not None:
             save = SaveAudienceOperator(task_id="save_audience", **common)
             evaluate >> save >> finalize
@@ -202,7 +213,8 @@ def trigger_params(config: CampaignConfig) -> dict[str, Any]:
     }
 
 
-def build_invalid_dag(error: ConfigError) -> DAG:
+def build_invalid_dag(error: ConfigError, kind: str = "campaign", command: str = "campaigns validate") -> DAG:
+    """The placeholder DAG of a broken config file (a campaign, or an ingestion source)."""
     from airflow.sdk import DAG
 
     from campaign_orchestrator.operators.campaign import ConfigErrorOperator
@@ -211,7 +223,7 @@ def build_invalid_dag(error: ConfigError) -> DAG:
     with DAG(
         dag_id=error.campaign_id,
         description=f"INVALID CONFIG: {error.problems[0].message}"[:200],
-        doc_md=f"## This campaign's config is invalid\n\n```\n{rendered}\n```\n\nRun `campaigns validate` locally.",
+        doc_md=f"## This {kind}'s config is invalid\n\n```\n{rendered}\n```\n\nRun `{command}` locally.",
         schedule=None,
         start_date=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
         catchup=False,

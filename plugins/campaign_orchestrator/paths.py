@@ -30,6 +30,11 @@ class ProjectPaths:
         return Path(os.environ.get("CAMPAIGNS_CONFIG_DIR", self.dags / "campaigns"))
 
     @property
+    def ingestion(self) -> Path:
+        """Ingestion sources (``dags/ingestion/*.yaml``), or ``$CAMPAIGNS_INGESTION_DIR``."""
+        return Path(os.environ.get("CAMPAIGNS_INGESTION_DIR", self.dags / "ingestion"))
+
+    @property
     def sql(self) -> Path:
         return self.root / "include" / "sql"
 

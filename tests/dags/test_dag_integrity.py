@@ -25,8 +25,11 @@ from campaign_orchestrator.dag_factory import INVALID_TAG
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 CAMPAIGNS = DAGS / "campaigns"
+SOURCES = DAGS / "ingestion"
 SERVICE_DAGS = {"campaign_feedback"}
 """DAGs of the product itself, not built from a campaign file."""
+SOURCE_DAGS = {f"ingest_{p.stem}" for p in campaign_files(SOURCES)}
+"""One ingestion DAG per source file (tests/dags/test_ingestion_dags.py checks them)."""
 
 
 @contextmanager
@@ -70,13 +73,14 @@ def test_one_dag_per_campaign_file_and_no_import_errors() -> None:
     assert bag.import_errors == {}
     expected = {p.stem for p in campaign_files(CAMPAIGNS)}
     assert expected, "the repository ships demo campaigns"
-    assert set(bag.dag_ids) == expected | SERVICE_DAGS
+    assert SOURCE_DAGS, "the repository ships demo ingestion sources"
+    assert set(bag.dag_ids) == expected | SERVICE_DAGS | SOURCE_DAGS
     assert counts == {"sql": 0, "psycopg_connect": 0, "get_connection": 0, "variable_get": 0}
 
 
 def test_campaign_dag_shape() -> None:
     bag = dagbag()
-    for dag_id in set(bag.dag_ids) - SERVICE_DAGS:
+    for dag_id in set(bag.dag_ids) - SERVICE_DAGS - SOURCE_DAGS:
         dag = bag.dags[dag_id]
         assert dag.max_active_runs == 1 and not dag.catchup
         assert "campaign" in dag.tags
@@ -103,7 +107,7 @@ def test_a_broken_config_fails_visibly_and_hides_nothing(config_dir_with_a_broke
     with forbidden_io() as counts:
         bag = dagbag()
     good = {p.stem for p in campaign_files(CAMPAIGNS)}
-    assert good | {"broken_offer"} | SERVICE_DAGS == set(bag.dag_ids)
+    assert good | {"broken_offer"} | SERVICE_DAGS | SOURCE_DAGS == set(bag.dag_ids)
     placeholder = bag.dags["broken_offer"]
     assert INVALID_TAG in placeholder.tags
     assert "audience.sql: file not found" in placeholder.doc_md

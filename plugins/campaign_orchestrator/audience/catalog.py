@@ -27,6 +27,9 @@ class Entity(BaseModel):
     table: str = Field(description="schema.table")
     key: str = Field(pattern=_NAME, description="Primary key column")
     links: dict[str, str] = Field(default_factory=dict, description="other entity -> column of this table")
+    declared_by: str | None = Field(
+        default=None, description="The ingestion source that declares (and creates) this entity's table"
+    )
 
     @field_validator("table")
     @classmethod
@@ -132,12 +135,23 @@ class Hop:
 
 
 def load_catalog(path: Path) -> Catalog:
-    return _load(str(path), path.stat().st_mtime_ns if path.exists() else 0)
+    """The catalog file, with the entities the project's ingestion sources declare merged in
+    (``target.entity`` in ``dags/ingestion/*.yaml``; see ``ingestion/catalog.py``)."""
+    from campaign_orchestrator.ingestion.catalog import folder_state
+    from campaign_orchestrator.paths import ProjectPaths
+
+    sources = ProjectPaths(path.resolve().parent.parent).ingestion
+    return _load(str(path), path.stat().st_mtime_ns if path.exists() else 0, str(sources), folder_state(sources))
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, _mtime: int) -> Catalog:
+def _load(path: str, _mtime: int, sources: str, source_state: tuple[tuple[str, int], ...]) -> Catalog:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if source_state and isinstance(data.get("entities"), dict):
+        from campaign_orchestrator.ingestion.catalog import source_entities
+
+        declared, _problems = source_entities(Path(sources), set(data["entities"]))
+        data["entities"] = {**data["entities"], **declared}
     return Catalog.model_validate(data)
 
 
@@ -153,7 +167,8 @@ def check_catalog_in_store(conn, catalog: Catalog) -> list[str]:
     for name, entity in sorted(catalog.entities.items()):
         have = columns.get(entity.table)
         if have is None:
-            problems.append(f"entities.{name}.table: {entity.table} does not exist in the store")
+            if entity.declared_by is None:  # a source's table exists from its first load on
+                problems.append(f"entities.{name}.table: {entity.table} does not exist in the store")
             continue
         for field_name, column in [("key", entity.key), *((f"links.{t}", c) for t, c in entity.links.items())]:
             if column not in have:

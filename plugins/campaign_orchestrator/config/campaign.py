@@ -5,6 +5,7 @@ Every campaign YAML is validated against :class:`CampaignConfig` before a DAG is
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -61,6 +62,11 @@ class CampaignConfig(StrictModel):
         description="A scheduled run starting later than this after its time (e.g. the DAG was "
         "unpaused days later) is skipped instead of sending a stale campaign; null: always send",
     )
+    requires_fresh: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="Store tables and how old their data may be, e.g. {crm.booking: 2h}: a run waits (deferred) "
+        "for fresher data up to late_run_tolerance (2h if none), then fails naming the stale tables",
+    )
     on_uncertain: Literal["skip", "resend"] = Field(
         default="skip",
         description=(
@@ -73,6 +79,22 @@ class CampaignConfig(StrictModel):
     @classmethod
     def _duration(cls, value: Any) -> timedelta | None:
         return None if value is None else parse_duration(value)
+
+    @field_validator("requires_fresh", mode="before")
+    @classmethod
+    def _freshness(cls, value: Any) -> dict[str, timedelta]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("a mapping of store tables to the age their data may have, e.g. {crm.booking: 2h}")
+        ages = {}
+        for table, age in value.items():
+            if not isinstance(table, str) or not re.match(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", table):
+                raise ValueError(f"{table!r} must be schema.table, e.g. crm.booking")
+            ages[table] = parse_duration(age)
+            if ages[table] <= timedelta(0):
+                raise ValueError(f"{table}: the age must be more than 0, e.g. 2h")
+        return ages
 
     @field_validator("timezone")
     @classmethod

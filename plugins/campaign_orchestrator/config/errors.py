@@ -50,6 +50,15 @@ class ConfigError:
         return "\n".join(p.render(self.path) for p in self.problems)
 
 
+class ConfigFileError(ValueError):
+    """A config file that does not validate, raised where one file is needed (a task, a
+    command); ``str()`` lists every problem, ``error`` has them."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(error.render())
+        self.error = error
+
+
 def fallback_id(path: Path) -> str:
     """The file name made a valid identifier (lower-case letters, digits, _): a placeholder
     for a file whose own id is unusable (Airflow refuses ``Hello World`` as a DAG id)."""

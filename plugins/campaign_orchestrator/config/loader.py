@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from campaign_orchestrator.config.base import IDENTIFIER
 from campaign_orchestrator.config.campaign import CampaignConfig
 from campaign_orchestrator.config.errors import (
     ConfigError,
+    ConfigFileError,
     ConfigProblem,
     SafeLoader,
     fallback_id,
@@ -35,9 +36,14 @@ __all__ = ["ConfigError", "ConfigProblem", "LoadResult", "load_campaign", "load_
 DEFAULTS_FILE = "_defaults.yaml"
 
 
+ConfigT = TypeVar("ConfigT")
+
+
 @dataclass
-class LoadResult:
-    configs: dict[str, tuple[Path, CampaignConfig]] = field(default_factory=dict)
+class LoadResult(Generic[ConfigT]):
+    """Every config of a folder that validated (by id, with its file), and every file that did not."""
+
+    configs: dict[str, tuple[Path, ConfigT]] = field(default_factory=dict)
     errors: list[ConfigError] = field(default_factory=list)
 
     @property
@@ -54,14 +60,14 @@ def campaign_files(config_dir: Path) -> list[Path]:
 
 def load_campaigns(
     config_dir: Path, paths: ProjectPaths | None = None, only_id: str | None = None
-) -> LoadResult:
+) -> LoadResult[CampaignConfig]:
     """Load every campaign in ``config_dir``; with ``only_id``, validate just that one fully.
 
     ``only_id`` serves Airflow's parsing context: a worker running one task needs one DAG, so
     other files are read only far enough to learn their ids.
     """
     paths = paths or ProjectPaths.discover()
-    result = LoadResult()
+    result: LoadResult[CampaignConfig] = LoadResult()
     defaults, defaults_error = read_defaults(config_dir)
     if defaults_error:
         result.errors.append(defaults_error)
@@ -154,12 +160,8 @@ def load_campaign(path: Path, paths: ProjectPaths | None = None) -> CampaignConf
     return loaded
 
 
-class CampaignFileError(ValueError):
+class CampaignFileError(ConfigFileError):
     """A campaign file (or its defaults) that does not validate; ``str()`` lists every problem."""
-
-    def __init__(self, error: ConfigError) -> None:
-        super().__init__(error.render())
-        self.error = error
 
 
 def load_campaign_file(

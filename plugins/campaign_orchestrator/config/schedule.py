@@ -84,34 +84,38 @@ class Schedule(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron_shape(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        value = value.strip()
-        if value.startswith("@"):
-            if value not in SCHEDULE_PRESETS:
-                raise ValueError(f"unknown preset {value!r}; valid presets: {', '.join(SCHEDULE_PRESETS)}")
-            return value
-        fields = value.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(
-                f"{value!r} is not a five-field cron expression (minute hour day month weekday), e.g. '0 9 * * 1'"
-            )
-        from croniter import croniter  # Airflow's own cron parser: what it refuses, it refuses later
+        return None if value is None else check_cron(value)
 
-        if not croniter.is_valid(value):
-            # Each field alone (the others '*'): say which is wrong and what it takes.
-            for index, (name, allowed) in enumerate(_CRON_FIELDS):
-                alone = " ".join(f if i == index else "*" for i, f in enumerate(fields))
-                if not croniter.is_valid(alone):
-                    raise ValueError(
-                        f"{value!r}: the {name} field {fields[index]!r} is out of range; {name} takes {allowed}, "
-                        "e.g. '0 9 * * 1' (minute hour day month weekday)"
-                    )
-            raise ValueError(
-                f"{value!r} is not a valid cron expression: minute 0-59, hour 0-23, day 1-31, month 1-12 "
-                "(or JAN-DEC), weekday 0-6 (or SUN-SAT), e.g. '0 9 * * 1'"
-            )
+
+def check_cron(value: str) -> str:
+    """A five-field cron expression or a preset, stripped; ValueError saying what is valid.
+    Shared by campaign and ingestion schedules."""
+    value = value.strip()
+    if value.startswith("@"):
+        if value not in SCHEDULE_PRESETS:
+            raise ValueError(f"unknown preset {value!r}; valid presets: {', '.join(SCHEDULE_PRESETS)}")
         return value
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(
+            f"{value!r} is not a five-field cron expression (minute hour day month weekday), e.g. '0 9 * * 1'"
+        )
+    from croniter import croniter  # Airflow's own cron parser: what it refuses, it refuses later
+
+    if not croniter.is_valid(value):
+        # Each field alone (the others '*'): say which is wrong and what it takes.
+        for index, (name, allowed) in enumerate(_CRON_FIELDS):
+            alone = " ".join(f if i == index else "*" for i, f in enumerate(fields))
+            if not croniter.is_valid(alone):
+                raise ValueError(
+                    f"{value!r}: the {name} field {fields[index]!r} is out of range; {name} takes {allowed}, "
+                    "e.g. '0 9 * * 1' (minute hour day month weekday)"
+                )
+        raise ValueError(
+            f"{value!r} is not a valid cron expression: minute 0-59, hour 0-23, day 1-31, month 1-12 "
+            "(or JAN-DEC), weekday 0-6 (or SUN-SAT), e.g. '0 9 * * 1'"
+        )
+    return value
 
 
 class ValidityWindow(StrictModel):

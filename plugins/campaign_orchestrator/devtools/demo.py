@@ -6,7 +6,9 @@
 3. a local SMTP sink that keeps every message as an .eml file in .mailbox/;
 4. Airflow's metadata DB (SQLite in .airflow/), then each demo campaign run end-to-end with
    `airflow dags test`;
-5. a summary per campaign from the store, and where the mailbox is.
+5. the shipped ingestion sources (dags/ingestion/) load their files from include/data/ (after
+   the campaigns, so that the campaigns' counts are those of the generated data);
+6. a summary per campaign from the store, and where the mailbox is.
 
 Running it again regenerates the data and sends a new run of each campaign.
 """
@@ -87,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         controller.stop()
 
+    _step("Ingestion: the shipped sources (dags/ingestion/) load include/data/")
+    from campaign_orchestrator.ingestion.demo import load_shipped_sources
+
+    with store_connection() as conn:
+        for line in load_shipped_sources(conn, paths):
+            print(f"  {line}")
+
     _step("Summary")
     with store_connection() as conn:
         for campaign_id in campaigns:
@@ -111,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  e.g. {emails[0]}")
     print("Next: `make shell` (or `source .venv/bin/activate && eval \"$(campaigns env)\"`), then")
     print("  campaigns preview winter_sale · campaigns render winter_sale --profile 1 · campaigns runs list")
-    print("  the Airflow UI: make up · your own campaign: README, \"Your own campaign, step by step\"")
+    print("  campaigns ingest preview crm_bookings · the Airflow UI: make up")
+    print("  your own campaign: README, \"Your own campaign, step by step\"")
     return 0 if all(ok for ok, _ in results.values()) else 1
 
 

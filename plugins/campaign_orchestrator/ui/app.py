@@ -27,7 +27,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from campaign_orchestrator.config.loader import LoadResult, load_campaigns
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.store.connect import store_connection
-from campaign_orchestrator.ui import data
+from campaign_orchestrator.ui import data, freshness
 from campaign_orchestrator.ui.schedule import Plan, plan
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def create_app() -> FastAPI:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    templates.filters.update(num=_num, when=_when, pct=_pct)
+    templates.filters.update(num=_num, when=_when, pct=_pct, span=freshness.span)
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("user", None)
@@ -92,7 +92,8 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, name="campaigns_page")
     def campaigns_page(request: Request, user: GetUserDep, session: SessionDep) -> HTMLResponse:
-        return render(request, "campaigns.html", user=user.get_name(), **_campaigns(user, session))
+        return render(request, "campaigns.html", user=user.get_name(), now=datetime.now(timezone.utc),
+                      **_campaigns(user, session))
 
     @app.get("/api/campaigns", name="campaigns_api")
     def campaigns_api(user: GetUserDep, session: SessionDep) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def create_app() -> FastAPI:
             "campaigns": [_campaign_json(row) for row in overview["campaigns"]],
             "invalid": [{"id": e.campaign_id, "errors": e.render()} for e in overview["invalid"]],
             "store_error": overview["store_error"],
+            "data": [t.as_dict() for t in overview["tables"]],
         }
 
     @app.get("/campaign/{campaign_id}", response_class=HTMLResponse, name="campaign_page")
@@ -218,19 +220,23 @@ def _campaigns(user: BaseUser, session: Session) -> dict[str, Any]:
     readable = get_auth_manager().filter_authorized_dag_ids(dag_ids=ids, user=user, method="GET")
     configs = {cid: cfg for cid, (_, cfg) in sorted(loaded.configs.items()) if cid in readable}
     latest: dict[str, data.RunSummary] = {}
+    tables: list[freshness.TableData] = []
+    latency: dict[str, freshness.Latency] = {}
     store_error = None
     try:
         with _store() as conn:
             latest = data.latest_runs(conn, sorted(configs))
+            tables, latency = freshness.table_data(conn), freshness.landing_latency(conn, configs)
     except StoreUnavailable as exc:
         store_error = str(exc)
     paused = _paused(session, sorted(ids))
     rows = [
-        {"id": cid, "config": cfg, "plan": plan(cfg), "paused": paused.get(cid), "last_run": latest.get(cid)}
+        {"id": cid, "config": cfg, "plan": plan(cfg), "paused": paused.get(cid), "last_run": latest.get(cid),
+         "latency": latency.get(cid)}
         for cid, cfg in configs.items()
     ]
     invalid = [e for e in loaded.errors if e.campaign_id in readable or e.campaign_id.startswith("_")]  # shared files: everyone sees them
-    return {"campaigns": rows, "invalid": invalid, "store_error": store_error}
+    return {"campaigns": rows, "invalid": invalid, "store_error": store_error, "tables": tables}
 
 
 def _campaign_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -247,6 +253,8 @@ def _campaign_json(row: dict[str, Any]) -> dict[str, Any]:
         "dag_url": f"{API_ROOT_PATH}dags/{row['id']}",
         "steps": [{"id": s.id, "channel": s.channel} for s in config.message_steps],
         "last_run": row["last_run"].as_dict() if row["last_run"] else None,
+        "data_tables": freshness.data_tables(config),
+        "data_latency": row["latency"].as_dict() if row["latency"] else None,
     }
 
 

@@ -232,7 +232,7 @@ def test_render_and_checks_see_entities(trips, paths) -> None:
     (paths.templates / "digest" / "body.txt").write_text("{% for b in entities %}{{ b.starts_on }}{% endfor %}")
     assert check_profile_fields(trips, wrong_order, paths) == [
         "steps[0].entities_order_by: crm.booking has no column 'start_date'; columns: amount, booked_at, "
-        "booking_id, product_id, profile_id, starts_on, status, version"
+        "booking_id, product_id, profile_id, starts_on, status, updated_at, version"
     ]
     (paths.templates / "trip" / "body.txt").write_text("{{ entity }}")
     assert check_campaign_templates(campaign(template="trip"), paths) == [
