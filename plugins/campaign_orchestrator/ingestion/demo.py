@@ -1,5 +1,7 @@
 """The demo's ingestion step: the shipped sources (``dags/ingestion/``) load their files
-(``include/data/``) into the freshly generated store, as their DAGs would."""
+(``include/data/``) into the freshly generated store, as their DAGs would. What they load
+counts as the demo's own data afterwards (the demo-data stamp), so the next ``make demo``
+may replace it."""
 
 from __future__ import annotations
 
@@ -35,4 +37,7 @@ def load_shipped_sources(conn: psycopg.Connection, paths: ProjectPaths) -> list[
                          f"{outcome.updated:,}, unchanged {outcome.unchanged:,}, deleted {outcome.deleted:,}, "
                          f"rejected {outcome.rejected:,}" + (f", duplicates {outcome.duplicates:,}"
                                                               if outcome.duplicates else ""))
+    from campaign_orchestrator.store.demo_data import stamp_as_generated
+
+    stamp_as_generated(conn)
     return lines

@@ -278,6 +278,20 @@ def replacement_problems(conn: psycopg.Connection) -> list[str]:
     return problems
 
 
+def stamp_as_generated(conn: psycopg.Connection) -> None:
+    """Record the store's crm data as what the demo made: for the demo's own steps after the
+    generator (``make demo`` loading its shipped ingestion sources), so a later demo-data
+    run may replace them. Only on a store demo-data stamped."""
+    counts = {
+        table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(f"crm.{table}"))).fetchone()[0]
+        for table in TABLES
+    }
+    conn.execute(
+        "UPDATE campaign.demo_data_stamp SET row_counts = %s, version_sums = %s",
+        (Jsonb(counts), Jsonb(_version_sums(conn))),
+    )
+
+
 def _version_sums(conn: psycopg.Connection) -> dict[str, int]:
     return {
         table: int(conn.execute(

@@ -20,6 +20,7 @@ from campaign_orchestrator.audience.compile import compile_audience
 from campaign_orchestrator.config.loader import load_campaigns
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.store.demo_data import generate_demo_data
+from tests.fixtures.store import CRM_TABLES
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ LOW_STOCK_PRODUCT = 40  # bookings favour low product ids; this one has about 1%
 @pytest.fixture(scope="module")
 def conn(store_dsn):
     with psycopg.connect(store_dsn, autocommit=True) as connection:
-        connection.execute("TRUNCATE crm.profile, crm.product, crm.plan, campaign.run CASCADE")
+        connection.execute(f"TRUNCATE {CRM_TABLES}, campaign.run, campaign.demo_data_stamp CASCADE")
         generate_demo_data(connection, profiles=5000, seed=9, bookings_per_profile=5)
         assert connection.execute("SELECT count(*) FROM crm.booking").fetchone()[0] < 30_000  # ANALYZE reads all
         connection.execute(

@@ -109,7 +109,7 @@ def test_consent_has_its_key_and_version_built_in_and_is_never_deleted(project: 
     (("table: crm.booking", "table: campaign.message"), "target.table: 'campaign.message': schema 'campaign' "
                                                          "belongs to the orchestrator"),
     (("table: crm.booking", "table: Bookings"), "target.table: String should match pattern"),
-    (("schedule: on_file", "schedule: '0 25 * * *'"), "schedule: '0 25 * * *' is not a valid cron expression"),
+    (("schedule: on_file", "schedule: '0 25 * * *'"), "schedule: '0 25 * * *': the hour field '25' is out of range"),
     (("schedule: on_file", "schedule: {cron: '@daily', on_file: {}}"), "schedule: give exactly one of"),
     (("path: include/data/bookings_*.csv", "path: 'ftp://host/b.csv'"), "only s3://, file:// and local paths"),
     (("path: include/data/bookings_*.csv", "path: 'include/*/b.csv'"), "patterns (* ? [) are allowed in the file name"),
