@@ -20,7 +20,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -134,12 +134,24 @@ def base_url(host: str | None, schema: str | None, port: int | None, conn_id: st
     return f"{scheme}://{host}" + (f":{port}" if port else "")
 
 
-def read_connection(conn_id: str, error: type[SigningNotConfigured], needed_for: str) -> SigningConnection:
+@overload
+def read_connection(
+    conn_id: str, error: type[SigningNotConfigured], needed_for: str, *, optional: Literal[False] = False
+) -> SigningConnection: ...
+@overload
+def read_connection(
+    conn_id: str, error: type[SigningNotConfigured], needed_for: str, *, optional: Literal[True]
+) -> SigningConnection | None: ...
+
+
+def read_connection(
+    conn_id: str, error: type[SigningNotConfigured], needed_for: str, *, optional: bool = False
+) -> SigningConnection | None:
     """Read the Airflow connection ``conn_id``: password = secret, extra ``previous_secrets``
     (a list, or one string), host/schema/port = public base URL.
 
-    Raises ``error`` naming the connection when it is absent or has no password;
-    ``needed_for`` says in that message what needs it.
+    Raises ``error`` naming the connection when it has no password, and when it is absent
+    (``needed_for`` says in that message what needs it) unless ``optional``: then None.
     """
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
@@ -147,6 +159,8 @@ def read_connection(conn_id: str, error: type[SigningNotConfigured], needed_for:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
+        if optional:
+            return None
         raise error(
             f"Airflow connection {conn_id!r} is not defined: {needed_for} "
             "(password = signing secret, host = public URL of the endpoint)"

@@ -39,8 +39,9 @@ SQS_BATCH = 10  # ReceiveMessage and DeleteMessageBatch take at most 10
 
 
 def ingest_events(conn: psycopg.Connection, events: Sequence[DeliveryEvent]) -> dict[str, int]:
-    """Insert ``events`` linked to their ledger rows, and suppress hard-bounced and complaining
-    addresses, in one transaction (a savepoint if the caller has one open).
+    """Insert ``events`` linked to their ledger rows (by their ledger key when they carry one,
+    else by provider message id), and suppress hard-bounced and complaining addresses, in one
+    transaction (a savepoint if the caller has one open).
 
     Returns counts: ``received``, ``inserted``, ``duplicates`` (already stored), ``unmatched``
     (inserted, no ledger row), one per event type inserted (``delivered``, ``bounced``...),
@@ -59,6 +60,10 @@ def ingest_events(conn: psycopg.Connection, events: Sequence[DeliveryEvent]) -> 
             "occurred_at": [e.occurred_at for e in unique],
             "provider_event_id": [e.provider_event_id for e in unique],
             "recipient": [e.recipient for e in unique],
+            "run_key": [e.run_key for e in unique],
+            "step_id": [e.step_id for e in unique],
+            "profile_id": [e.profile_id for e in unique],
+            "entity_key": [e.entity_key for e in unique],
         }
         with conn.transaction():
             rows = conn.execute(query("ingest_delivery_events"), params).fetchall()

@@ -23,7 +23,6 @@ server answers them.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from jinja2 import DictLoader, Environment, StrictUndefined
 
+from campaign_orchestrator.serving import serve, standalone_root
 from campaign_orchestrator.unsubscribe.service import unsubscribe
 from campaign_orchestrator.unsubscribe.tokens import (
     URL_PREFIX,
@@ -172,33 +172,12 @@ def create_app(
 
 def standalone_app(app: FastAPI | None = None) -> FastAPI:
     """A server root with the unsubscribe app at :data:`URL_PREFIX` and ``GET /healthz``."""
-    root = FastAPI(title="Campaigns unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @root.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    root.mount(URL_PREFIX, app or create_app())
-    return root
+    return standalone_root("Campaigns unsubscribe", URL_PREFIX, app or create_app())
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the one-click unsubscribe endpoint alone.")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8090, help="port (default 8090)")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from a reverse proxy")
-    args = parser.parse_args(argv)
-    import uvicorn
-
-    uvicorn.run(
-        "campaign_orchestrator.unsubscribe.app:standalone_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=args.proxy_headers,
-    )
+    serve(argv, "Serve the one-click unsubscribe endpoint alone.", "campaign_orchestrator.unsubscribe.app:standalone_app",
+          8090)
 
 
 if __name__ == "__main__":
