@@ -3,8 +3,9 @@ and whether the target was met; written as Markdown and JSON under bench-results
 
     python bench/report.py [--results bench-results] [--dsn ...]
 
-Reads ``run.json`` (bench_run.py), ``smtp.json`` (bench_smtp.py) and ``parse.json``
-(bench_parse.py); a file that is missing leaves its rows out. Targets are those of issue #7.
+Reads ``run.json`` (bench_run.py), ``smtp.json`` (bench_smtp.py), ``parse.json``
+(bench_parse.py), ``mime.json`` (bench_mime.py) and ``tracking.json`` (bench_tracking.py); a
+file that is missing leaves its rows out. Targets are those of issues #7 and #14.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SMTP_RATIO_TARGET = 0.8
 RSS_TARGET_MB = 300.0
 RSS_FLAT_TARGET = 1.10
 PARSE_TARGET_S = 5.0
+TRACKING_US_PER_LINK_TARGET = 5.0
+"""Issue #14: the rendering cost of tracking must stay small; "a few µs" per tracked link."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         rows += _smtp_rows(results["smtp"])
     if "parse" in results:
         rows += _parse_rows(results["parse"])
+    if "mime" in results:
+        rows += _tracking_render_rows(results["mime"])
+    if "tracking" in results:
+        rows += _tracking_endpoint_rows(results["tracking"])
     return rows
 
 
@@ -186,6 +193,30 @@ def _parse_rows(parse: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _tracking_render_rows(mime: dict[str, Any]) -> list[Row]:
+    us = mime["us_per_message"]
+    per_link = mime["tracking_us_per_link"]
+    return [Row(
+        f"email rendering with open and click tracking ({mime['tracked_links']} links + pixel) vs without",
+        f"≤ {TRACKING_US_PER_LINK_TARGET:.0f} µs per tracked link",
+        f"{us['tracked']:.1f} vs {us['renderer']:.1f} µs/message ({mime['tracking_ratio']:.2f}x, "
+        f"+{mime['tracking_overhead_us']:.1f} µs, {per_link:.1f} µs per link; rewrite alone {us['rewrite']:.1f} µs)",
+        per_link <= TRACKING_US_PER_LINK_TARGET,
+        "" if per_link <= TRACKING_US_PER_LINK_TARGET else _over(per_link, TRACKING_US_PER_LINK_TARGET, "µs"),
+    )]
+
+
+def _tracking_endpoint_rows(tracking: dict[str, Any]) -> list[Row]:
+    bare = tracking["bare"]["rate"]
+    return [
+        Row(f"tracking endpoint, {kind} (uvicorn {tracking['workers']} worker, wrk {tracking['connections']} "
+            "connections)", "—",
+            f"{tracking[kind]['rate']:,.0f} req/s ({tracking[f'{kind}_vs_bare']:.2f}x the bare route's {bare:,.0f}; "
+            f"p99 {tracking[kind]['latency'].get('99', '?')})", None)
+        for kind in ("opens", "clicks", "repeats")
+    ]
+
+
 def markdown(rows: list[Row], machine: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
@@ -235,7 +266,7 @@ def main() -> int:
     parser.add_argument("--only", default="run,smtp,parse", help="the benchmarks whose results to report")
     args = parser.parse_args()
     results = {}
-    for name in ("run", "smtp", "parse"):
+    for name in ("run", "smtp", "parse", "mime", "tracking"):
         path = args.results / f"{name}.json"
         if name not in args.only.split(","):
             continue

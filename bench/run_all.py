@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "tracking")
 
 
 def main() -> int:
@@ -39,7 +39,8 @@ def main() -> int:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
     dsn = ["--dsn", args.dsn]
     runs = {
-        "mime": ("MIME building vs the standard library", ["bench_mime.py"]),
+        "mime": ("MIME building vs the standard library; rendering with and without open and click tracking",
+                 ["bench_mime.py", "--json", str(RESULTS / "mime.json")]),
         "store": ("Demo data generator vs plain INSERT … SELECT",
                   ["bench_store.py", "--profiles", str(args.channel_profiles), *dsn, "--json", str(RESULTS / "store.json")]),
         "throttle": ("Shared rate limiter vs no limiter", ["bench_throttle.py", *dsn]),
@@ -60,6 +61,8 @@ def main() -> int:
         "enrichment": ("Split by rules and entity enrichment vs bare baselines",
                        ["bench_enrichment.py", "--profiles", str(args.channel_profiles), *dsn,
                         "--json", str(RESULTS / "enrichment.json")]),
+        "tracking": ("The tracking endpoint's requests per second (wrk) vs a bare route of the same server",
+                     ["bench_tracking.py", *dsn, "--json", str(RESULTS / "tracking.json")]),
     }
     failed = []
     loads = []

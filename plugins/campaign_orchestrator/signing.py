@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import time
@@ -29,6 +30,9 @@ MIN_SECRET = 16
 """Characters a signing secret needs at least."""
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_SHA256_BLOCK = 64
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 T = TypeVar("T")
@@ -82,6 +86,31 @@ def b64decode(text: str) -> bytes:
 def mac(secret: str, domain: bytes, message: bytes) -> bytes:
     """``HMAC-SHA256(secret, domain + message)``, all 32 bytes."""
     return hmac.digest(secret.encode("utf-8"), domain + message, "sha256")
+
+
+class Mac:
+    """:func:`mac` under one secret and domain, for signing many tokens: HMAC-SHA256 (RFC 2104)
+    with the key's inner and outer pads, and the domain, absorbed once, so a MAC costs two
+    hash-state copies instead of a key setup (a third of ``hmac.digest``'s time)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: str, domain: bytes) -> None:
+        key = secret.encode("utf-8")
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._inner.update(domain)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def __call__(self, message: bytes) -> bytes:
+        """``mac(secret, domain, message)``."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def check_mac(secrets: Sequence[str], domain: bytes, message: bytes, given: bytes, what: str = "token") -> None:
@@ -202,6 +231,7 @@ __all__ = [
     "MIN_SECRET",
     "CachedSettings",
     "ExpiredToken",
+    "Mac",
     "ForgedToken",
     "MalformedToken",
     "SigningConnection",

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from campaign_orchestrator.signing import ExpiredToken, MalformedToken, b64decode, b64encode, check_mac, mac
+from campaign_orchestrator.signing import ExpiredToken, Mac, MalformedToken, b64decode, b64encode, check_mac
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -116,16 +116,21 @@ def message_body(expires: int, key: MessageKey) -> bytes:
     )
 
 
-def sign_open(secret: str, body: bytes) -> str:
+def signer(secret: str) -> Mac:
+    """The MAC of tokens signed with ``secret`` (:func:`sign_open`, :func:`sign_click`)."""
+    return Mac(secret, DOMAIN)
+
+
+def sign_open(mac: Mac, body: bytes) -> str:
     """The open token of the message whose :func:`message_body` is ``body``."""
     signed = OPEN_HEADER + body
-    return b64encode(signed + mac(secret, DOMAIN, signed)[:MAC_BYTES])
+    return b64encode(signed + mac(signed)[:MAC_BYTES])
 
 
-def sign_click(secret: str, body: bytes, link: int, url: bytes) -> str:
+def sign_click(mac: Mac, body: bytes, link: int, url: bytes) -> str:
     """The click token of link ``link`` (position) to ``url`` (UTF-8) of that message."""
-    signed = CLICK_HEADER + body + varint(link)
-    return b64encode(signed + mac(secret, DOMAIN, signed + b"\0" + url)[:MAC_BYTES])
+    signed = CLICK_HEADER + body + (_SMALL[link] if link < 128 else varint(link))
+    return b64encode(signed + mac(signed + b"\0" + url)[:MAC_BYTES])
 
 
 def sign(secret: str, key: MessageKey, *, expires: int, link: int | None = None, url: str | None = None) -> str:
@@ -135,10 +140,10 @@ def sign(secret: str, key: MessageKey, *, expires: int, link: int | None = None,
     """
     body = message_body(expires, key)
     if link is None:
-        return sign_open(secret, body)
+        return sign_open(signer(secret), body)
     if url is None:
         raise ValueError("a click token signs its destination URL")
-    return sign_click(secret, body, link, url.encode("utf-8"))
+    return sign_click(signer(secret), body, link, url.encode("utf-8"))
 
 
 class _Reader:
@@ -232,6 +237,7 @@ __all__ = [
     "sign",
     "sign_click",
     "sign_open",
+    "signer",
     "varint",
     "verify",
     "zigzag",
