@@ -115,12 +115,14 @@ class Mac:
 
 def check_mac(secrets: Sequence[str], domain: bytes, message: bytes, given: bytes, what: str = "token") -> None:
     """Raise :class:`ForgedToken` unless one of ``secrets`` made ``given`` (a MAC, possibly
-    truncated to its first bytes) over ``message``.
+    truncated to its first bytes, 12 at least) over ``message``.
 
     Every secret is tried and compared in constant time, so the time taken does not say
     which one (if any) matched.
     """
     size = len(given)
+    if size < 12:
+        raise MalformedToken(f"the {what}'s signature is too short")
     genuine = False
     for secret in secrets:
         genuine |= hmac.compare_digest(mac(secret, domain, message)[:size], given)

@@ -49,19 +49,22 @@ def journey(include_machine: bool = False) -> CampaignConfig:
     })
 
 
+FILES = {
+    "sql/a/all.sql": "SELECT profile_id FROM crm.profile",
+    "templates/t/subject.txt": "Hi {{ profile.first_name }}",
+    "templates/t/body.txt": "Our sale: https://shop.example/sale",
+    "templates/t/body.html": '<html><body><p>Hi {{ profile.first_name }}</p><a href="https://shop.example/sale">Sale</a>'
+                             '<a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>',
+}
+
+
 @pytest.fixture
 def paths(tmp_path: Path) -> ProjectPaths:
-    paths = ProjectPaths(tmp_path)
-    (paths.sql / "a").mkdir(parents=True)
-    (paths.sql / "a" / "all.sql").write_text("SELECT profile_id FROM crm.profile")
-    (paths.templates / "t").mkdir(parents=True)
-    (paths.templates / "t" / "subject.txt").write_text("Hi {{ profile.first_name }}")
-    (paths.templates / "t" / "body.txt").write_text("Our sale: https://shop.example/sale")
-    (paths.templates / "t" / "body.html").write_text(
-        '<html><body><p>Hi {{ profile.first_name }}</p><a href="https://shop.example/sale">Sale</a>'
-        '<a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>'
-    )
-    return paths
+    for name, text in FILES.items():
+        file = tmp_path / "include" / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    return ProjectPaths(tmp_path)
 
 
 @pytest.fixture
