@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from html.entities import html5
 from typing import TYPE_CHECKING, Union
 from urllib.parse import quote
 
@@ -44,11 +45,16 @@ value reads back exactly with a plain percent-decoding and needs no HTML escapin
 # An <a> start tag; quoted attribute values may hold ">". Possessive, so a tag that never
 # closes costs one scan, not backtracking.
 _A_TAG = re.compile(r"""<a\s(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""", re.IGNORECASE)
-_ATTRIBUTE = re.compile(r"""\s+([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+_ATTRIBUTE = re.compile(r"""\s+([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>][^\s>]*))?""")
 _HTTP = re.compile(r"https?://", re.IGNORECASE)
 _NO_TRACK = re.compile(r"data-no-track", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _URL_WHITESPACE = " \t\n\r\f"
+_URL_DROPPED = {9: None, 10: None, 13: None}
+"""Tabs and line breaks inside a URL, which browsers remove."""
+_CHARACTER_REFERENCE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+_LEGACY_REFERENCES = {name: text for name, text in html5.items() if not name.endswith(";")}
+"""Named references a browser also decodes without their semicolon (``&amp``, ``&copy``)."""
 _MISSING = object()
 
 # A parsed tag: None (left as is), a str (its replacement: data-no-track removed), or the
@@ -164,7 +170,8 @@ class LinkTracker:
         if href is None or not self.clicks:
             return None
         raw = href.group(2)
-        url = html_lib.unescape(raw[1:-1] if raw[0] in "\"'" else raw).strip(_URL_WHITESPACE)
+        url = unescape_attribute(raw[1:-1] if raw[0] in "\"'" else raw).strip(_URL_WHITESPACE)
+        url = url.translate(_URL_DROPPED)
         if not _HTTP.match(url) or url.startswith(self._untracked):
             return None
         try:
@@ -176,4 +183,23 @@ class LinkTracker:
         return (f'{tag[:start]}"', encoded, quoted, f'"{tag[end:]}')
 
 
-__all__ = ["TAG_CACHE_CHARS", "URL_SAFE", "LinkTracker"]
+def unescape_attribute(value: str) -> str:
+    """An attribute value's text, its character references decoded as a browser decodes them
+    in an attribute: ``&amp;`` and ``&#39;`` always; a named reference without its semicolon
+    only when no ``=`` follows it (``?a=1&copy=2`` stays as written, though
+    :func:`html.unescape` would make ``©=2`` of it)."""
+    if "&" not in value:
+        return value
+
+    def decode(match: re.Match[str]) -> str:
+        reference = match.group(1)
+        if reference[0] == "#" or reference[-1] == ";":
+            return html_lib.unescape(match.group())
+        if reference in _LEGACY_REFERENCES and value[match.end() : match.end() + 1] != "=":
+            return _LEGACY_REFERENCES[reference]
+        return match.group()
+
+    return _CHARACTER_REFERENCE.sub(decode, value)
+
+
+__all__ = ["TAG_CACHE_CHARS", "URL_SAFE", "LinkTracker", "unescape_attribute"]

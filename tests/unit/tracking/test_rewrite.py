@@ -68,6 +68,27 @@ def test_links_are_tracked_in_order_and_decoded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("href", "destination"),
+    [
+        # A named reference without ";" before "=" is text in an attribute (browsers keep it).
+        ("https://a.example/?lang=en&copy=2&amp;b=3", "https://a.example/?lang=en&copy=2&b=3"),
+        ("https://a.example/?x=&lt;y&gt;&#39;&#x27;", "https://a.example/?x=<y>''"),
+        ("https://a.example/a\n   b\tc", "https://a.example/a   bc"),  # tabs and line breaks are dropped
+        ("  https://a.example/trimmed  ", "https://a.example/trimmed"),
+    ],
+)
+def test_destinations_are_what_a_browser_would_open(href: str, destination: str) -> None:
+    out = tracker(opens=False).rewrite(f'<a href="{href}">x</a>', 42, "b-1")
+    assert clicks(out) == [(0, destination)]
+
+
+def test_unquoted_href_with_a_query() -> None:
+    out = tracker(opens=False).rewrite("<a href=https://a.example/?a=1&b=2 class=x>x</a>", 42, "b-1")
+    assert clicks(out) == [(0, "https://a.example/?a=1&b=2")]
+    assert out.endswith('" class=x>x</a>')
+
+
+@pytest.mark.parametrize(
     "href",
     ["mailto:ana@example.com", "tel:+33123456789", "#top", "/relative/page", "javascript:alert(1)", "ftp://f.example/",
      "", UNSUBSCRIBE + "unsubscribe/abc.def", ENDPOINT + "/c/abc?u=x"],
@@ -124,7 +145,8 @@ def test_each_message_and_link_gets_its_own_token_from_cached_tags() -> None:
 def test_any_destination_reads_back_exactly(path: str) -> None:
     """What the template's href says (HTML-escaped by autoescape) is what the endpoint redirects to."""
     url = "https://x.example/" + path
-    stripped = url.strip(" \t\n\r\f")
+    # As a browser reads an href: outer whitespace trimmed, tabs and line breaks dropped.
+    stripped = url.strip(" \t\n\r\f").replace("\t", "").replace("\n", "").replace("\r", "")
     out = tracker(opens=False).rewrite(f'<a href="{html_lib.escape(url)}">x</a>', 42, "b-1")
     (link,) = links_in_html(out).clicks
     query = link.url.split("?", 1)[1]
