@@ -11,9 +11,10 @@
 -- (its run was deleted, or the link came from a proof) is not kept: it has no address and
 -- no step to count in. Provider events for unknown ids are kept with run_key NULL.
 --
--- Opens and clicks get machine, the reason no person made them: the one the endpoint saw
--- (detail.machine), else too_fast when the hit came while the message was still being sent,
--- within a second of its sent_at, or within a second of its delivery event. A repeated hit
+-- Opens and clicks get machine, the reason no person made them: the one the endpoint (or a
+-- provider) saw, detail.machine; else, for the endpoint's hits (timed by this side's clocks,
+-- where a provider's timestamps may be skewed), too_fast when the hit came while the message
+-- was still being sent, within a second of its sent_at, or of its delivery event. A repeated hit
 -- adds nothing, except that a person's hit turns a machine's row into a person's (the
 -- machine's reason and time are kept in detail), so a prefetching proxy that came first
 -- does not hide the recipient's own open.
@@ -37,7 +38,8 @@ inserted AS (
            e.provider_event_id,
            CASE WHEN e.event_type IN ('opened', 'clicked') THEN coalesce(
                e.detail ->> 'machine',
-               CASE WHEN m.status = 'sending'
+               CASE WHEN e.run_key IS NULL THEN NULL
+                    WHEN m.status = 'sending'
                       OR e.occurred_at < m.sent_at + interval '1 second'
                       OR EXISTS (
                           SELECT 1 FROM campaign.delivery_event AS delivered

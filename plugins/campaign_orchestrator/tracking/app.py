@@ -104,6 +104,9 @@ def create_app(
     """
     from campaign_orchestrator.store.pool import ConnectionPool
 
+    if connect is None:
+        # Airflow's postgres provider takes seconds to import: now, not in the first reader's request.
+        import campaign_orchestrator.store.hook  # noqa: F401
     settings = settings or CachedSettings(load_settings)
     pool = ConnectionPool(connect or tracking_connection, size=pool_size)
     app = FastAPI(title="Campaigns tracking", docs_url=None, redoc_url=None, openapi_url=None)

@@ -313,7 +313,7 @@ def test_standalone_server_over_http(store: psycopg.Connection, project: Project
             assert server.poll() is None, server.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline, "the tracking server did not start"
             time.sleep(0.2)
-        with httpx.Client(base_url=local, headers=HUMAN, follow_redirects=False) as http:
+        with httpx.Client(base_url=local, headers=HUMAN, follow_redirects=False, timeout=60) as http:
             pixel = http.get(path(links[1].open_url))
             assert (pixel.status_code, pixel.content) == (200, PIXEL)
             click = http.get(path(links[1].clicks[0].url))
