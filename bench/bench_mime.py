@@ -222,6 +222,7 @@ def main() -> None:
     print(f"  tracking: +{overhead:.1f} µs/message ({results['tracked'] / results['renderer']:.2f}x the untracked "
           f"renderer), {per_link:.1f} µs per tracked link or pixel; {tracked_size - size:+,.0f} bytes/message")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "messages": n, "repeat": args.repeat, "bytes": size, "tracked_bytes": tracked_size,
             "tracked_links": len(links.clicks), "us_per_message": results,

@@ -210,6 +210,7 @@ def main() -> int:
     print(f"  opens / bare {figures['opens_vs_bare']:.2f}, clicks / bare {figures['clicks_vs_bare']:.2f}; "
           f"token {figures['token_chars']} characters; stored {figures['stored']}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     failed = any(figures[k]["non_2xx_3xx"] for k in labels)
     return 1 if failed else 0
