@@ -8,13 +8,21 @@ is reported in µs per message.
   ``BytesGenerator`` with the SMTP policy: what a straightforward implementation does.
 - ``mime``: :class:`MimeBuilder` on the same rendered subject and bodies.
 - ``render``: the three Jinja templates of a typical campaign, sandboxed.
-- ``renderer``: :class:`EmailRenderer.render`, i.e. render + Message-ID + MIME, end to end.
+- ``renderer``: :class:`EmailRenderer.render`, i.e. render + Message-ID + MIME, end to end,
+  with tracking off: the baseline of the next one.
+- ``tracked``: the same renderer with open and click tracking on (the default of a marketing
+  step): its five offer links rewritten to the click endpoint (the unsubscribe link left),
+  the pixel added. Reported against ``renderer``: µs per message, ratio, µs per tracked link.
+- ``rewrite``: :meth:`LinkTracker.rewrite` alone on the rendered HTML.
+
+``--json PATH`` writes the figures for ``bench/report.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import tempfile
 import time
@@ -68,7 +76,7 @@ As a <strong>{{ profile.tier }}</strong> member you get early access to our best
 </div>
 {% endfor %}
 <p style="font-size: 12px; color: #888;">You receive this email because you opted in.
-Message {{ message.id }}.</p>
+Message {{ message.id }}. <a href="{{ unsubscribe_url }}" style="color: #888;">Unsubscribe</a></p>
 </td></tr></table></body></html>
 """
 
@@ -105,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     n = args.n
 
@@ -116,14 +125,23 @@ def main() -> None:
         (folder / "body.txt").write_text(TEXT)
         (folder / "body.html").write_text(HTML)
         paths = ProjectPaths(root)
-        step = EmailStep(id="main", channel="email", template="spring", sender=SENDER, reply_to=REPLY_TO)
+        step = EmailStep(id="main", channel="email", template="spring", sender=SENDER, reply_to=REPLY_TO,
+                         tracking=False)
+        from campaign_orchestrator.tracking.extract import tracked_links
+        from campaign_orchestrator.tracking.rewrite import LinkTracker
+        from campaign_orchestrator.tracking.settings import TrackingSettings
         from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
 
         # Marketing mail carries a signed unsubscribe link: sign with a throwaway secret.
         unsubscribe = UnsubscribeSettings(secrets=("x" * 32,), base_url="https://bench.example")
-        renderer = EmailRenderer(
-            step, SimpleNamespace(id="spring", description="Spring offers"), 1, paths, unsubscribe=unsubscribe
+        tracking = TrackingSettings(secrets=("y" * 32,), base_url="https://bench.example")
+        campaign = SimpleNamespace(id="spring", description="Spring offers")
+        renderer = EmailRenderer(step, campaign, 1, paths, unsubscribe=unsubscribe)
+        tracked_renderer = EmailRenderer(
+            step.model_copy(update={"tracking": None}), campaign, 1, paths, unsubscribe=unsubscribe, tracking=tracking
         )
+        links = tracked_links(tracked_renderer.render(recipients(1)[0]).payload)
+        assert links.open_url and len(links.clicks) == 5 and len(links.other_links) == 1, links
         env = template_environment(paths.templates)
         parts = [env.get_template(f"spring/{p}") for p in ("subject.txt", "body.txt", "body.html")]
         people = recipients(n)
@@ -163,23 +181,55 @@ def main() -> None:
             for r in people:
                 renderer.render(r)
 
+        def end_to_end_tracked() -> None:
+            for r in people:
+                tracked_renderer.render(r)
+
+        link_tracker = LinkTracker(tracking, 1, "main", untracked=(unsubscribe.url(""),))
+
+        def rewrite() -> None:
+            for (_, _, _, _, html), r in zip(rendered, people):
+                link_tracker.rewrite(html, r.profile_id, r.entity_key)
+
         results = {"render": best(args.repeat, n, render)}
         results["stdlib"] = best(args.repeat, n, stdlib)
         results["mime"] = best(args.repeat, n, ours)
-        results["renderer"] = best(args.repeat, n, end_to_end)
+        # Alternated, so a change of machine load between them does not pass for a difference.
+        untracked, tracked = [], []
+        for _ in range(args.repeat):
+            untracked.append(best(1, n, end_to_end))
+            tracked.append(best(1, n, end_to_end_tracked))
+        results["renderer"], results["tracked"] = min(untracked), min(tracked)
+        results["rewrite"] = best(args.repeat, n, rewrite)
         size = sum(len(renderer.render(r).payload) for r in people[:100]) / 100
+        tracked_size = sum(len(tracked_renderer.render(r).payload) for r in people[:100]) / 100
 
     print(f"{n:,} messages, best of {args.repeat}, ~{size:,.0f} bytes each (Python {sys.version.split()[0]})")
     labels = {
         "stdlib": "stdlib EmailMessage + BytesGenerator",
         "mime": "MimeBuilder.build",
         "render": "Jinja render (subject, text, html)",
-        "renderer": "EmailRenderer.render (render + MIME)",
+        "renderer": "EmailRenderer.render, no tracking",
+        "tracked": "EmailRenderer.render, opens + clicks",
+        "rewrite": "LinkTracker.rewrite alone",
     }
-    for key in ("stdlib", "mime", "render", "renderer"):
+    for key in ("stdlib", "mime", "render", "renderer", "tracked", "rewrite"):
         print(f"  {labels[key]:<40} {results[key]:8.1f} µs/message")
     print(f"  stdlib / MimeBuilder: {results['stdlib'] / results['mime']:.1f}x faster")
     print(f"  MimeBuilder / render: {results['mime'] / results['render']:.2f} of the render cost")
+    overhead = results["tracked"] - results["renderer"]
+    per_link = overhead / (len(links.clicks) + 1)  # five links and the pixel, each one HMAC
+    print(f"  tracking: +{overhead:.1f} µs/message ({results['tracked'] / results['renderer']:.2f}x the untracked "
+          f"renderer), {per_link:.1f} µs per tracked link or pixel; {tracked_size - size:+,.0f} bytes/message")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "messages": n, "repeat": args.repeat, "bytes": size, "tracked_bytes": tracked_size,
+            "tracked_links": len(links.clicks), "us_per_message": results,
+            "tracking_overhead_us": overhead, "tracking_ratio": results["tracked"] / results["renderer"],
+            "tracking_us_per_link": per_link,
+            "token_chars": len(links.open_url.rsplit("/", 1)[1]),
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ and whether the target was met; written as Markdown and JSON under bench-results
 
     python bench/report.py [--results bench-results] [--dsn ...]
 
-Reads ``run.json`` (bench_run.py), ``smtp.json`` (bench_smtp.py) and ``parse.json``
-(bench_parse.py) and ``ingest.json`` (bench_ingest.py); a file that is missing leaves its rows out.
-Targets are those of issue #7 (ingestion: issue #13).
+Reads ``run.json`` (bench_run.py), ``smtp.json`` (bench_smtp.py), ``parse.json``
+(bench_parse.py), ``feedback.json`` (bench_feedback.py), ``ingest.json`` (bench_ingest.py),
+``mime.json`` (bench_mime.py) and ``tracking.json`` (bench_tracking.py); a file that is missing
+leaves its rows out. Targets are those of issues #7, #13 and #14.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ VERP_SHARE_TARGET = 0.15
 """VERP may add at most this share of a message's rendering cost."""
 INGEST_RATIO_TARGET = 2.0
 INGEST_LATENCY_TARGET_S = 120.0
+TRACKING_US_PER_LINK_TARGET = 5.0
+"""Issue #14: the rendering cost of tracking must stay small; "a few µs" per tracked link."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         rows += _feedback_rows(results["feedback"])
     if "ingest" in results:
         rows += _ingest_rows(results["ingest"])
+    if "mime" in results:
+        rows += _tracking_render_rows(results["mime"])
+    if "tracking" in results:
+        rows += _tracking_endpoint_rows(results["tracking"])
     return rows
 
 
@@ -232,6 +239,28 @@ def _ingest_rows(ingest: dict[str, Any]) -> list[Row]:
             f"{lat['campaign_started_s']} s after landing)", lat["seconds"] < INGEST_LATENCY_TARGET_S,
         ))
     return rows
+def _tracking_render_rows(mime: dict[str, Any]) -> list[Row]:
+    us = mime["us_per_message"]
+    per_link = mime["tracking_us_per_link"]
+    return [Row(
+        f"email rendering with open and click tracking ({mime['tracked_links']} links + pixel) vs without",
+        f"≤ {TRACKING_US_PER_LINK_TARGET:.0f} µs per tracked link",
+        f"{us['tracked']:.1f} vs {us['renderer']:.1f} µs/message ({mime['tracking_ratio']:.2f}x, "
+        f"+{mime['tracking_overhead_us']:.1f} µs, {per_link:.1f} µs per link; rewrite alone {us['rewrite']:.1f} µs)",
+        per_link <= TRACKING_US_PER_LINK_TARGET,
+        "" if per_link <= TRACKING_US_PER_LINK_TARGET else _over(per_link, TRACKING_US_PER_LINK_TARGET, "µs"),
+    )]
+
+
+def _tracking_endpoint_rows(tracking: dict[str, Any]) -> list[Row]:
+    bare = tracking["bare"]["rate"]
+    return [
+        Row(f"tracking endpoint, {kind} (uvicorn {tracking['workers']} worker, wrk {tracking['connections']} "
+            "connections)", "—",
+            f"{tracking[kind]['rate']:,.0f} req/s ({tracking[f'{kind}_vs_bare']:.2f}x the bare route's {bare:,.0f}; "
+            f"p99 {tracking[kind]['latency'].get('99', '?')})", None)
+        for kind in ("opens", "clicks", "repeats")
+    ]
 
 
 def markdown(rows: list[Row], machine: dict[str, Any]) -> str:
@@ -283,7 +312,7 @@ def main() -> int:
     parser.add_argument("--only", default="run,smtp,parse,feedback", help="the benchmarks whose results to report")
     args = parser.parse_args()
     results = {}
-    for name in ("run", "smtp", "parse", "feedback", "ingest"):
+    for name in ("run", "smtp", "parse", "feedback", "ingest", "mime", "tracking"):
         path = args.results / f"{name}.json"
         if name not in args.only.split(","):
             continue

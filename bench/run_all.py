@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback", "ingest")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback", "ingest", "tracking")
 
 
 def main() -> int:
@@ -40,7 +40,8 @@ def main() -> int:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
     dsn = ["--dsn", args.dsn]
     runs = {
-        "mime": ("MIME building vs the standard library", ["bench_mime.py"]),
+        "mime": ("MIME building vs the standard library; rendering with and without open and click tracking",
+                 ["bench_mime.py", "--json", str(RESULTS / "mime.json")]),
         "store": ("Demo data generator vs plain INSERT … SELECT",
                   ["bench_store.py", "--profiles", str(args.channel_profiles), *dsn, "--json", str(RESULTS / "store.json")]),
         "throttle": ("Shared rate limiter vs no limiter", ["bench_throttle.py", *dsn]),
@@ -67,6 +68,8 @@ def main() -> int:
                    f"{args.memory_profiles:,} and {args.ingest_rows:,} records, file landing to first message",
                    ["bench_ingest.py", "--rows", str(args.ingest_rows), "--memory-rows", str(args.memory_profiles),
                     *dsn, "--json", str(RESULTS / "ingest.json")]),
+        "tracking": ("The tracking endpoint's requests per second (wrk) vs a bare route of the same server",
+                     ["bench_tracking.py", *dsn, "--json", str(RESULTS / "tracking.json")]),
     }
     failed = []
     loads = []

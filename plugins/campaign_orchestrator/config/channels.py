@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
-from campaign_orchestrator.config.base import IDENTIFIER
+from campaign_orchestrator.config.base import IDENTIFIER, StrictModel
 from campaign_orchestrator.config.steps import StepBase, WaitStep
 
 def _check_address(value: str | None) -> str | None:
@@ -24,6 +24,20 @@ def _check_address(value: str | None) -> str | None:
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
 
 
+class EmailTracking(StrictModel):
+    """Open and click tracking of an email step's HTML part, through the tracking endpoint."""
+
+    opens: bool = Field(default=True, description="Add a 1x1 open pixel before </body>")
+    clicks: bool = Field(
+        default=True,
+        description="Send every http(s) link through the click endpoint, except the unsubscribe link "
+        "and links marked data-no-track",
+    )
+
+
+NO_TRACKING = EmailTracking(opens=False, clicks=False)
+
+
 class EmailStep(StepBase):
     """One email per audience member (or per entity): subject.txt, body.html and body.txt."""
 
@@ -38,6 +52,23 @@ class EmailStep(StepBase):
         description="smtp (smtp_default), ses (aws_default), or the SMTP relay of sendgrid (smtp_sendgrid), "
         "mailgun (smtp_mailgun) or postmark (smtp_postmark); connection_id overrides the default connection",
     )
+    tracking: EmailTracking | None = Field(
+        default=None,
+        description="{opens: true, clicks: true}; true or false sets both. Default: both for marketing, "
+        "neither for transactional (its links, password resets say, stay direct)",
+    )
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking_shorthand(cls, value: Any) -> Any:
+        return {"opens": value, "clicks": value} if isinstance(value, bool) else value
+
+    @property
+    def tracks(self) -> EmailTracking:
+        """The tracking in effect: ``tracking``, or the purpose's default."""
+        if self.tracking is not None:
+            return self.tracking
+        return EmailTracking() if self.purpose == "marketing" else NO_TRACKING
 
 
 class SmsStep(StepBase):

@@ -14,6 +14,8 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from campaign_orchestrator.config.base import IDENTIFIER, Duration, ListOf, OrderBy, StrictModel, parse_duration
 
 OUTCOMES = ("sent", "delivered", "opened", "clicked", "bounced", "complained", "failed", "excluded")
+MACHINE_OUTCOMES = ("opened", "clicked")
+"""Outcomes an open or a click no person made can fake; conditions on them skip those by default."""
 Outcome = Literal[
     "sent", "delivered", "opened", "clicked", "bounced", "complained", "failed", "excluded",
     "not_sent", "not_delivered", "not_opened", "not_clicked", "not_bounced", "not_complained", "not_failed",
@@ -28,12 +30,19 @@ class Condition(StrictModel):
     opened (by the time this step is targeted, i.e. within the wait before it). Outcomes come
     from the ledger (sent, failed, excluded) and from delivery feedback (delivered, opened,
     clicked, bounced, complained); a click counts as an open. ``{converted: false}``: no row in
-    the campaign's ``conversion`` table for the profile since the run started.
+    the campaign's ``conversion`` table for the profile since the run started. Opens and clicks
+    no person made (privacy proxies, security scanners, hits within a second of sending) do not
+    count unless ``include_machine: true``.
     """
 
     step: str | None = Field(default=None, pattern=IDENTIFIER, description="An earlier message step")
     outcome: Outcome | None = None
     converted: bool | None = None
+    include_machine: bool = Field(
+        default=False,
+        description="With an opened/clicked outcome (or not_…): count opens and clicks marked as machine-made "
+        "too (Apple Mail Privacy Protection, security scanners, hits within a second of sending)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Condition:
@@ -45,12 +54,18 @@ class Condition(StrictModel):
                 "a condition needs step and outcome, e.g. {step: welcome_email, outcome: not_opened}, "
                 "or converted: true|false"
             )
+        if self.include_machine and (self.outcome or "").removeprefix("not_") not in MACHINE_OUTCOMES:
+            raise ValueError(
+                "include_machine applies to the outcomes opened, clicked, not_opened and not_clicked, "
+                f"not to {self.outcome or 'converted'!r}; remove it"
+            )
         return self
 
     def describe(self) -> str:
         if self.converted is not None:
             return "converted" if self.converted else "not converted"
-        return f"{self.step} {self.outcome.replace('_', ' ')}"  # type: ignore[union-attr]
+        described = f"{self.step} {self.outcome.replace('_', ' ')}"  # type: ignore[union-attr]
+        return described + " (machine opens included)" if self.include_machine else described
 
 
 class StepBase(StrictModel):

@@ -45,7 +45,8 @@ def ingest_events(
     source: str = "ses_feedback",
     soft_bounces: SoftBounces | None = None,
 ) -> dict[str, int]:
-    """Insert ``events`` linked to their ledger rows, and suppress hard-bounced and complaining
+    """Insert ``events`` linked to their ledger rows (by their ledger key when they carry one,
+    else by provider message id), and suppress hard-bounced and complaining
     addresses, and soft-bounced ones past the threshold, in one transaction (a savepoint if
     the caller has one open).
 
@@ -73,6 +74,10 @@ def ingest_events(
             "provider_event_id": [e.provider_event_id for e in unique],
             "recipient": [e.recipient for e in unique],
             "source": source,
+            "run_key": [e.run_key for e in unique],
+            "step_id": [e.step_id for e in unique],
+            "profile_id": [e.profile_id for e in unique],
+            "entity_key": [e.entity_key for e in unique],
         }
         soft_bounced: set[str] = set()
         with conn.transaction():

@@ -66,6 +66,9 @@ class DeliveryEvent:
         suppress it).
     :param bounce_type: ``Permanent``, ``Transient`` or ``Undetermined`` for a bounce.
     :param detail: provider fields worth keeping (diagnostic, sub-type, link, user agent...).
+    :param run_key: with ``step_id``, ``profile_id`` and ``entity_key``, the ledger key of the
+        message when the event names it itself (a tracking link does): it is matched by that
+        key instead of ``provider_message_id``, and dropped if that ledger row is gone.
     """
 
     provider_message_id: str
@@ -76,6 +79,10 @@ class DeliveryEvent:
     recipient: str | None = None
     bounce_type: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    run_key: int | None = None
+    step_id: str | None = None
+    profile_id: int | None = None
+    entity_key: str | None = None
 
 
 def parse_sqs_body(body: str) -> list[DeliveryEvent]:

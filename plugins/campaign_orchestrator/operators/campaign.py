@@ -88,6 +88,7 @@ class PrepareRunOperator(CampaignOperator):
         if problems:
             raise AirflowFailException("Templates of this campaign cannot be rendered:\n" + "\n".join(problems))
         self._check_unsubscribe(config)
+        self._check_tracking(config)
         params = dict(context.get("params") or {})
         if params.get("proof_to"):
             self._send_proofs(config, params)
@@ -139,6 +140,18 @@ class PrepareRunOperator(CampaignOperator):
             raise AirflowFailException(
                 f"Marketing emails need a one-click unsubscribe link (RFC 8058): {exc}"
             ) from exc
+
+    @staticmethod
+    def _check_tracking(config: CampaignConfig) -> None:
+        """An email step that tracks opens or clicks needs a signing secret: fail the run now."""
+        if not any(s.channel == "email" and (s.tracks.opens or s.tracks.clicks) for s in config.message_steps):
+            return
+        from campaign_orchestrator.tracking.settings import TrackingNotConfigured, load_settings
+
+        try:
+            load_settings().endpoint  # noqa: B018 - a base URL is needed, not only a secret
+        except TrackingNotConfigured as exc:
+            raise AirflowFailException(f"Tracked emails need signed tracking links: {exc}") from exc
 
     def _send_proofs(self, config: CampaignConfig, params: dict[str, Any]) -> None:
         from campaign_orchestrator.run.proof import ProofError, send_proof

@@ -73,13 +73,15 @@ def compute_funnel(conn: psycopg.Connection, run_key: int, config: CampaignConfi
         elif status in ("sent", "rendered"):
             step.sent += count
     # One recipient counts once per outcome, however many events the provider sent; a click
-    # is an open, as in the conditions (run/journey.py).
+    # is an open, and opens and clicks no person made do not count, as in the conditions
+    # (run/journey.py).
     for row in conn.execute(
         """
         SELECT step_id,
                count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type = 'delivered'),
-               count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type IN ('opened', 'clicked')),
-               count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type = 'clicked'),
+               count(DISTINCT (profile_id, entity_key))
+                   FILTER (WHERE event_type IN ('opened', 'clicked') AND machine IS NULL),
+               count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type = 'clicked' AND machine IS NULL),
                count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type = 'bounced'),
                count(DISTINCT (profile_id, entity_key)) FILTER (WHERE event_type = 'complained')
         FROM campaign.delivery_event WHERE run_key = %s GROUP BY step_id

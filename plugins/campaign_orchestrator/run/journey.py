@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from campaign_orchestrator.config.steps import MACHINE_OUTCOMES
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -121,10 +123,15 @@ def _one(config: CampaignConfig, condition: Condition, member: str) -> sql.Compo
             "AND earlier.step_id = {step} AND earlier.profile_id = {profile} AND earlier.status = ANY({statuses}))"
         ).format(step=sql.Literal(condition.step), profile=profile, statuses=sql.Literal(list(_LEDGER_OUTCOMES[name])))
     else:
+        # Opens and clicks no person made (event.machine says why) count only when asked.
+        human = sql.SQL("" if condition.include_machine or name not in MACHINE_OUTCOMES else " AND event.machine IS NULL")
         found = sql.SQL(
             "EXISTS (SELECT 1 FROM campaign.delivery_event AS event WHERE event.run_key = %(run_key)s "
-            "AND event.step_id = {step} AND event.profile_id = {profile} AND event.event_type = ANY({events}))"
-        ).format(step=sql.Literal(condition.step), profile=profile, events=sql.Literal(list(_EVENT_OUTCOMES[name])))
+            "AND event.step_id = {step} AND event.profile_id = {profile} AND event.event_type = ANY({events}){human})"
+        ).format(
+            step=sql.Literal(condition.step), profile=profile, events=sql.Literal(list(_EVENT_OUTCOMES[name])),
+            human=human,
+        )
     return sql.SQL("NOT ") + found if negated else found
 
 

@@ -188,7 +188,8 @@ def delivery_feedback(conn: psycopg.Connection, run_key: int) -> Feedback:
         ).fetchall()
     except psycopg.errors.ProgrammingError as exc:  # a table of another shape than this page expects
         log.warning(
-            "campaign.delivery_event cannot be read as (run_key, step_id, profile_id, entity_key, event_type): %s", exc
+            "campaign.delivery_event cannot be read as "
+            "(run_key, step_id, profile_id, entity_key, event_type, machine): %s", exc,
         )
         return Feedback("unreadable")
     counts: dict[str, dict[str, int]] = {}

@@ -32,7 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from jinja2 import DictLoader, Environment, StrictUndefined
 
-from campaign_orchestrator.standalone import serve, standalone_root
+from campaign_orchestrator.serving import serve, standalone_root
 from campaign_orchestrator.unsubscribe.service import unsubscribe
 from campaign_orchestrator.unsubscribe.tokens import (
     URL_PREFIX,
@@ -176,8 +176,8 @@ def standalone_app(app: FastAPI | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    serve("campaign_orchestrator.unsubscribe.app:standalone_app", "Serve the one-click unsubscribe endpoint alone.",
-          8090, argv)
+    serve(argv, "Serve the one-click unsubscribe endpoint alone.", "campaign_orchestrator.unsubscribe.app:standalone_app",
+          8090)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ The secret is the password of the Airflow connection ``campaign_unsubscribe``, r
 send builds its renderer or when the endpoint serves a request, never at import. Rotation:
 tokens are always signed with the current secret and verified against it and every secret
 in the connection's extra ``previous_secrets``, so links already in mailboxes keep working
-while the new secret rolls out.
+while the new secret rolls out. Encoding, MACs and the connection are shared with the
+tracking links (:mod:`campaign_orchestrator.signing`).
 
 :func:`verify` checks the signature before it looks at the payload (a forged token tells
 the caller nothing), compares in constant time, and raises :class:`MalformedToken`,
@@ -19,17 +20,16 @@ the caller nothing), compares in constant time, and raises :class:`MalformedToke
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
-import re
 import time
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from campaign_orchestrator import signing
+from campaign_orchestrator.signing import ForgedToken, MalformedToken, TokenError, b64decode, b64encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -45,32 +45,18 @@ _VERSION = 1
 _DOMAIN = b"unsubscribe.v1."
 """Signed before the payload: a MAC made for anything else with the same secret never verifies here."""
 _MAX_TOKEN = 1024
-_MIN_SECRET = 16
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-class TokenError(ValueError):
-    """An unsubscribe token that cannot be honoured."""
-
-
-class MalformedToken(TokenError):
-    """Not a token at all: wrong shape, bad base64, bad payload."""
-
-
-class ForgedToken(TokenError):
-    """Well-formed, but no current or previous secret signed it."""
-
-
-class ExpiredToken(TokenError):
+class ExpiredToken(signing.ExpiredToken):
     """Genuine but past its expiry; carries the payload so a page can say which campaign."""
 
+    payload: TokenPayload
+
     def __init__(self, payload: TokenPayload) -> None:
-        super().__init__(f"the unsubscribe link expired at {payload.expires} (epoch seconds)")
-        self.payload = payload
+        super().__init__(f"the unsubscribe link expired at {payload.expires} (epoch seconds)", payload)
 
 
-class UnsubscribeNotConfigured(RuntimeError):
+class UnsubscribeNotConfigured(signing.SigningNotConfigured):
     """The ``campaign_unsubscribe`` connection is missing or unusable."""
 
 
@@ -92,26 +78,8 @@ class TokenPayload:
     expires: int
 
 
-def _b64encode(raw: bytes) -> str:
-    # base64.urlsafe_b64encode, without its two Python-level calls.
-    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    if not _B64URL.fullmatch(text):
-        raise MalformedToken("token part is not unpadded base64url")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedToken(f"token part is not base64url: {exc}") from None
-    # One encoding per value: a token cannot be altered into another string that still verifies.
-    if _b64encode(raw) != text:
-        raise MalformedToken("token part is not canonical base64url")
-    return raw
-
-
 def _mac(secret: str, encoded_payload: str) -> bytes:
-    return hmac.digest(secret.encode("utf-8"), _DOMAIN + encoded_payload.encode("ascii"), "sha256")
+    return signing.mac(secret, _DOMAIN, encoded_payload.encode("ascii"))
 
 
 def _payload_json(profile_id: int, channel: str, campaign_id: str, message_ref: str, expires: int) -> str:
@@ -129,8 +97,8 @@ def _payload_json(profile_id: int, channel: str, campaign_id: str, message_ref: 
 def _sign(secret: str, profile_id: int, channel: str, campaign_id: str, message_ref: str, expires: int) -> str:
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
-    encoded = _b64encode(_payload_json(profile_id, channel, campaign_id, message_ref, expires).encode("ascii"))
-    return f"{encoded}.{_b64encode(_mac(secret, encoded))}"
+    encoded = b64encode(_payload_json(profile_id, channel, campaign_id, message_ref, expires).encode("ascii"))
+    return f"{encoded}.{b64encode(_mac(secret, encoded))}"
 
 
 def sign(payload: TokenPayload, secret: str) -> str:
@@ -140,7 +108,7 @@ def sign(payload: TokenPayload, secret: str) -> str:
 
 def _decode(encoded: str) -> TokenPayload:
     try:
-        data = json.loads(_b64decode(encoded))
+        data = json.loads(b64decode(encoded))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedToken(f"token payload is not JSON: {exc}") from None
     if not (isinstance(data, list) and len(data) == 6 and data[0] == _VERSION):
@@ -167,16 +135,11 @@ def verify(token: str, secrets: Sequence[str], *, now: float | None = None) -> T
     if not isinstance(token, str) or len(token) > _MAX_TOKEN or token.count(".") != 1:
         raise MalformedToken("not an unsubscribe token")
     encoded, _, signature = token.partition(".")
-    given = _b64decode(signature)
-    _b64decode(encoded)  # a malformed payload is malformed whoever signed it
+    given = b64decode(signature)
+    b64decode(encoded)  # a malformed payload is malformed whoever signed it
     if len(given) != hashlib.sha256().digest_size:
         raise MalformedToken("token signature has the wrong length")
-    # Every secret is tried, so the time taken does not say which one (if any) matched.
-    genuine = False
-    for secret in secrets:
-        genuine |= hmac.compare_digest(_mac(secret, encoded), given)
-    if not genuine:
-        raise ForgedToken("the unsubscribe token's signature does not match")
+    signing.check_mac(secrets, _DOMAIN, encoded.encode("ascii"), given, "unsubscribe token")
     payload = _decode(encoded)
     if (time.time() if now is None else now) >= payload.expires:
         raise ExpiredToken(payload)
@@ -200,11 +163,7 @@ class UnsubscribeSettings:
     validity_days: int = DEFAULT_VALIDITY_DAYS
 
     def __post_init__(self) -> None:
-        if not self.secrets or any(len(s) < _MIN_SECRET for s in self.secrets):
-            raise UnsubscribeNotConfigured(
-                f"connection {CONN_ID!r}: the password (and each of previous_secrets) must be a secret "
-                f"of at least {_MIN_SECRET} characters"
-            )
+        signing.check_secrets(self.secrets, CONN_ID, UnsubscribeNotConfigured)
         if self.validity_days < 1:
             raise UnsubscribeNotConfigured(f"connection {CONN_ID!r}: validity_days must be at least 1")
 
@@ -224,51 +183,24 @@ class UnsubscribeSettings:
         return f"{self.base_url}{URL_PREFIX}/unsubscribe/{token}"
 
 
-def _base_url(host: str | None, schema: str | None, port: int | None) -> str:
-    host = (host or "").strip().rstrip("/")
-    if not host:
-        return ""
-    if "://" in host:
-        return host
-    scheme = (schema or "https").strip().lower()
-    if scheme not in ("http", "https"):
-        raise UnsubscribeNotConfigured(
-            f"connection {CONN_ID!r}: schema {schema!r} is not a URL scheme; use https (or put the full URL in host)"
-        )
-    return f"{scheme}://{host}" + (f":{port}" if port else "")
-
-
 def load_settings(conn_id: str = CONN_ID) -> UnsubscribeSettings:
     """Read ``conn_id``: password = secret, host/schema/port = public base URL; extra
     ``previous_secrets`` (list), ``mailto``, ``validity_days``.
 
     Raises :class:`UnsubscribeNotConfigured` naming the connection when it is absent.
     """
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise UnsubscribeNotConfigured(
-            f"Airflow connection {conn_id!r} is not defined: marketing emails need it for their "
-            "List-Unsubscribe link (password = signing secret, host = public URL of the endpoint)"
-        ) from None
-    extra = conn.extra_dejson or {}
-    previous = extra.get("previous_secrets") or []
-    if isinstance(previous, str):
-        previous = [previous]
-    if not conn.password:
-        raise UnsubscribeNotConfigured(f"connection {conn_id!r} has no password (the signing secret)")
+    conn = signing.read_connection(
+        conn_id, UnsubscribeNotConfigured, "marketing emails need it for their List-Unsubscribe link"
+    )
     return UnsubscribeSettings(
-        secrets=(conn.password, *(str(s) for s in previous)),
-        base_url=_base_url(conn.host, conn.schema, conn.port),
-        mailto=extra.get("mailto") or None,
-        validity_days=int(extra.get("validity_days") or DEFAULT_VALIDITY_DAYS),
+        secrets=conn.secrets,
+        base_url=conn.base_url,
+        mailto=conn.extra.get("mailto") or None,
+        validity_days=int(conn.extra.get("validity_days") or DEFAULT_VALIDITY_DAYS),
     )
 
 
-class CachedSettings:
+class CachedSettings(signing.CachedSettings[UnsubscribeSettings]):
     """:func:`load_settings` at most once per ``ttl`` seconds: the endpoint does not look the
     connection up on every click, and a rotated secret is picked up within ``ttl``."""
 
@@ -276,16 +208,7 @@ class CachedSettings:
         self, loader: Callable[[], UnsubscribeSettings] = load_settings, ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._loader, self._ttl, self._clock = loader, ttl, clock
-        self._value: UnsubscribeSettings | None = None
-        self._loaded_at = 0.0
-
-    def __call__(self) -> UnsubscribeSettings:
-        now = self._clock()
-        if self._value is None or now - self._loaded_at >= self._ttl:
-            self._value = self._loader()
-            self._loaded_at = now
-        return self._value
+        super().__init__(loader, ttl, clock)
 
 
 def unsubscribe_url(settings: UnsubscribeSettings, payload: TokenPayload) -> str:

@@ -10,6 +10,9 @@ from campaign_orchestrator.channels.base import Outbound, Renderer, RenderReject
 from campaign_orchestrator.channels.email.mime import MimeBuilder
 from campaign_orchestrator.channels.registry import template_parts
 from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts, template_environment
+from campaign_orchestrator.tracking.rewrite import LinkTracker
+from campaign_orchestrator.tracking.settings import TrackingNotConfigured
+from campaign_orchestrator.tracking.settings import load_settings as load_tracking_settings
 from campaign_orchestrator.unsubscribe.tokens import UnsubscribeNotConfigured, email_link, expiry, load_settings
 
 if TYPE_CHECKING:
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.config.channels import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
+    from campaign_orchestrator.tracking.settings import TrackingSettings
     from campaign_orchestrator.unsubscribe.tokens import UnsubscribeSettings
 
 MESSAGE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/campaign-orchestrator/message-id")
@@ -67,6 +71,10 @@ class EmailRenderer(Renderer):
         (RFC 8058) and ``unsubscribe_url`` in its template context; without the connection
         each is rejected as ``no_unsubscribe_link``. Transactional messages get neither
         (``unsubscribe_url`` is None) and need no connection.
+    :param tracking: signing settings for the open pixel and click links of a step that
+        tracks (``step.tracks``); by default read from ``campaign_tracking`` (or
+        ``campaign_unsubscribe``) here. Without either each message is rejected as
+        ``no_tracking_link``.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class EmailRenderer(Renderer):
         template: str | None = None,
         headers: Mapping[str, str] | None = None,
         unsubscribe: UnsubscribeSettings | None = None,
+        tracking: TrackingSettings | None = None,
     ) -> None:
         self.step = step
         self.run_key = run_key
@@ -104,6 +113,22 @@ class EmailRenderer(Renderer):
                 self._unsubscribe, self._no_unsubscribe = None, str(exc)
         # One expiry per renderer (a send task): links stay valid validity_days after sending.
         self._expires = expiry(self._unsubscribe) if self._unsubscribe else 0
+        self._tracker, self._no_tracker = self._link_tracker(tracking)
+
+    def _link_tracker(self, settings: TrackingSettings | None) -> tuple[LinkTracker | None, str]:
+        """The step's link tracker (None when it tracks nothing), or why it cannot have one."""
+        tracks = self.step.tracks
+        if not (tracks.opens or tracks.clicks):
+            return None, ""
+        try:
+            settings = settings or load_tracking_settings()
+            untracked = (self._unsubscribe.url(""),) if self._unsubscribe else ()
+            tracker = LinkTracker(
+                settings, self.run_key, self.step.id, opens=tracks.opens, clicks=tracks.clicks, untracked=untracked
+            )
+        except TrackingNotConfigured as exc:
+            return None, str(exc)
+        return tracker, ""
 
     @property
     def profile_fields(self) -> Sequence[str]:
@@ -145,11 +170,16 @@ class EmailRenderer(Renderer):
         mid = message_id(self.run_key, self.step.id, recipient.profile_id, recipient.entity_key, self._mime.domain)
         url, headers = self.unsubscribe_link(recipient)
         context = self.context(recipient, mid, url)
+        html = self._html.render(context)
+        if self._tracker is not None:
+            html = self._tracker.rewrite(html, recipient.profile_id, recipient.entity_key)
+        elif self._no_tracker:
+            raise RenderRejected("no_tracking_link", self._no_tracker)
         payload = self._mime.build(
             to=recipient.address,
             subject=self._subject.render(context),
             text=self._text.render(context),
-            html=self._html.render(context),
+            html=html,
             message_id=mid,
             headers=headers,
         )

@@ -10,7 +10,7 @@ provider retries later. A provider whose secret is not configured is 404.
 
 Served inside the Airflow api-server (``plugins/feedback_webhooks_plugin.py``) or alone::
 
-    python -m campaign_orchestrator.feedback.webhooks.app --host 0.0.0.0 --port 8091
+    python -m campaign_orchestrator.feedback.webhooks.app --host 0.0.0.0 --port 8092
 
 Alone, it reads the ``campaign_webhooks`` and ``campaign_store`` connections the way Airflow
 does and serves the same URLs under ``/campaigns-feedback``.
@@ -30,7 +30,7 @@ from campaign_orchestrator.feedback.webhooks import PROVIDERS, URL_PREFIX, mailg
 from campaign_orchestrator.feedback.webhooks.common import Malformed, Refused, load_json
 from campaign_orchestrator.feedback.webhooks.settings import WebhooksNotConfigured, WebhookSettings, load_settings
 from campaign_orchestrator.sqlfiles import query
-from campaign_orchestrator.standalone import serve, standalone_root
+from campaign_orchestrator.serving import serve, standalone_root
 from campaign_orchestrator.store.reuse import IdleConnections
 from campaign_orchestrator.unsubscribe.tokens import CachedSettings
 
@@ -151,8 +151,8 @@ def standalone_app(app: Any = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    serve("campaign_orchestrator.feedback.webhooks.app:standalone_app",
-          "Serve the email-service feedback webhooks alone.", 8091, argv)
+    serve(argv, "Serve the email-service feedback webhooks alone.",
+          "campaign_orchestrator.feedback.webhooks.app:standalone_app", 8092)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def test_profile_fields_are_the_union_of_the_parts(paths: ProjectPaths) -> None:
 
 
 def test_render_builds_the_message(paths: ProjectPaths) -> None:
-    renderer = EmailRenderer(step(reply_to="help@acme.example"), CAMPAIGN, 7, paths)
+    # The body exactly as rendered: tracking (on by default for marketing) is tested in tests/unit/tracking.
+    renderer = EmailRenderer(step(reply_to="help@acme.example", tracking=False), CAMPAIGN, 7, paths)
     profile = {"first_name": "<Ana>", "city": "Köln", "tier": None, "footer": "x"}
     recipient = Recipient(42, "booking-9", "ana@example.com", profile)
     out = renderer.render(recipient)

@@ -1,0 +1,17 @@
+-- Open and click tracking (plugins/campaign_orchestrator/tracking/): the pixel and click
+-- endpoint records 'opened' and 'clicked' events through the same ingestion as provider
+-- feedback, matched to their ledger row by its key, which the signed link carries.
+--
+-- machine: why an open or a click was not a person's, NULL when nothing says so:
+--   apple_mpp          Apple Mail Privacy Protection's proxy loaded the pixel
+--   scanner:<vendor>   a security gateway that names itself (barracuda, proofpoint, ...)
+--   scanner, scanner_network   one named by the tracking connection's extras
+--   automation         an HTTP library, headless browser, crawler or link-preview bot
+--   no_user_agent, head_request
+--   too_fast           a hit of the endpoint within a second of the send (or of the
+--                      delivery event), set by include/sql/orchestrator/ingest_delivery_events.sql
+-- A provider's own open and click events keep what it says in detail.machine (none so far).
+-- Journey conditions (opened, clicked, their not_ forms) and the funnels skip these unless a
+-- condition says include_machine: true. One 'opened' row per message and one 'clicked' row
+-- per message and link: a machine's row becomes a person's when a person's hit follows.
+ALTER TABLE campaign.delivery_event ADD COLUMN machine text;
