@@ -156,8 +156,10 @@ def _event(
         channel="email",
         event_type=event_type,
         occurred_at=report.occurred_at,
-        # The report's own identity: the same DSN delivered to the mailbox twice is one event.
-        provider_event_id=f"imap:{report.event_key}:{event_type}",
+        # The report's own identity and the message it is about: the same DSN delivered to the
+        # mailbox twice is one event, and reports that reuse a Message-ID (some MTAs' templates)
+        # about different messages stay apart.
+        provider_event_id=f"imap:{report.event_key}:{provider_message_id}:{event_type}",
         recipient=address,
         bounce_type=bounce_type,
         detail=detail,

@@ -199,7 +199,8 @@ def test_sms_skips_people_who_opened_and_hard_bounces_are_suppressed_before_it(
     assert len(smtp_server.handler.messages) == len(emailed) > 40
     # Every message went out with its own VERP return path, and the mailbox's bounces found them.
     assert all(m.mail_from.startswith("bounces+") for m in smtp_server.handler.messages)
-    assert readers.ingested.counts["hard_bounces"] == len(readers.bounced) > 0 and readers.ingested.kept == 0
+    assert readers.ingested.counts["hard_bounces"] == len(readers.bounced) > 0 and readers.ingested.kept == 0, (
+        readers.ingested.as_dict())
 
     # SMS: whoever came through the email step, minus the people who opened or clicked; an
     # Apple-proxy prefetch is not an open.
