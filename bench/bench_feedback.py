@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from campaign_orchestrator.channels.base import Recipient  # noqa: E402
-from campaign_orchestrator.channels.email.render import EmailRenderer, message_id  # noqa: E402
+from campaign_orchestrator.channels.messages import email_message_id as message_id
+from campaign_orchestrator.channels.email.render import EmailRenderer  # noqa: E402
 from campaign_orchestrator.config.channels import EmailStep  # noqa: E402
 from campaign_orchestrator.feedback.verp import VerpSettings  # noqa: E402
 from campaign_orchestrator.paths import ProjectPaths  # noqa: E402

@@ -274,6 +274,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"profile {args.profile} gets no message from step {step.id}: {outcome.excluded_reason}")
         return 0
     assert outcome.payload is not None
+    if outcome.variant_reason:
+        print(f"Template: {outcome.variant_reason}", file=sys.stderr if args.raw else sys.stdout)
     if args.raw:
         sys.stdout.buffer.write(outcome.payload)
     else:

@@ -201,7 +201,7 @@ class ChaosRun:
 
     def message_id(self, profile_id: int, entity_key: str) -> str:
         """The Message-ID the renderer gives this ledger row (derived from its key)."""
-        from campaign_orchestrator.channels.email.render import message_id
+        from campaign_orchestrator.channels.messages import email_message_id as message_id
 
         return message_id(self.run_key, self.step_id, profile_id, entity_key, "wanderly.example")
 

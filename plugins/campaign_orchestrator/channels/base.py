@@ -48,6 +48,8 @@ class Outbound:
     message_id: str
     units: int | None = None
     """Billable units known at render time (SMS segments)."""
+    variant: str | None = None
+    """The template variant rendered: ``default`` or a locale (``fr``), see channels/locales.py."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -448,6 +448,21 @@ def _read_by(env: Environment, names: list[str]) -> TemplateFields:
     return replace(entity_fields, profile=referenced_fields(env, names))
 
 
+def used_variables(env: Environment, template_names: Iterable[str]) -> frozenset[str]:
+    """Every variable the templates use, as comparable names: the context names
+    (``unsubscribe_url``, ``campaign``…), ``profile.<field>``, ``entity.<path>`` and
+    ``entities.<path>``. Locale variants of one folder must use the same ones."""
+    names = list(template_names)
+    fields = _read_by(env, names)
+    top = {name for _, ast in _closure(env, names) for name in meta.find_undeclared_variables(ast)}
+    return frozenset(
+        {n for n in top if n not in ("profile", ENTITY, ENTITIES)}
+        | {f"profile.{f}" for f in fields.profile}
+        | {f"entity.{'.'.join(p)}" for p in fields.entity}
+        | {f"entities.{'.'.join(p)}" for p in fields.entities}
+    )
+
+
 def check_templates(env: Environment, template_names: Iterable[str]) -> tuple[str, ...]:
     """All checks; return the referenced profile fields (see :func:`check_template_fields`)."""
     return check_template_fields(env, template_names).profile

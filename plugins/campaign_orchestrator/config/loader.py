@@ -232,7 +232,9 @@ def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node |
             continue
         folder = paths.templates / step["template"]
         missing = [part for part in CHANNELS[step["channel"]].template_parts if not (folder / part).is_file()]
-        if missing:
+        # A folder of locale variants only (its default named by locales.default) is checked
+        # variant by variant (channels/locales.py), not here.
+        if missing and not _has_locale_variants(folder):
             problems.append(
                 ConfigProblem(
                     f"steps[{index}].template",
@@ -241,6 +243,12 @@ def check_references(raw: dict[str, Any], paths: ProjectPaths, node: yaml.Node |
                 )
             )
     return problems
+
+
+def _has_locale_variants(folder: Path) -> bool:
+    from campaign_orchestrator.channels.locales import looks_like_locale
+
+    return folder.is_dir() and any(child.is_dir() and looks_like_locale(child.name) for child in folder.iterdir())
 
 
 def read_defaults(config_dir: Path) -> tuple[dict[str, Any], ConfigError | None]:

@@ -6,6 +6,7 @@ checked by ``config/journey.py``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -68,6 +69,34 @@ class Condition(StrictModel):
         return described + " (machine opens included)" if self.include_machine else described
 
 
+LOCALE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
+
+
+class Locales(StrictModel):
+    """Which locale variant of the step's template folder a profile gets
+    (``include/templates/<template>/<locale>/``; see channels/locales.py). The chain for a
+    profile's locale: the locale itself (``fr-CA``), its language (``fr``), ``fallback`` of
+    either, then ``default``."""
+
+    default: str | None = Field(
+        default=None, pattern=LOCALE,
+        description="The variant for locales with none of their own (default: the folder's own parts)",
+    )
+    fallback: dict[str, str] = Field(
+        default_factory=dict, description="A locale to try next for a locale (or language) without a variant, "
+        "e.g. {ca: es, pt-BR: pt}",
+    )
+
+    @field_validator("fallback")
+    @classmethod
+    def _locales(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            for name in (source, target):
+                if not re.match(LOCALE, str(name)):
+                    raise ValueError(f"{name!r} is not a locale like 'fr', 'fr-CA' or 'pt_BR'")
+        return value
+
+
 class StepBase(StrictModel):
     """What every step has: an id, a channel, a purpose, consent rules and a template."""
 
@@ -100,6 +129,9 @@ class StepBase(StrictModel):
     )
     max_entities: int | None = Field(
         default=None, ge=1, description="With message_per: profile, at most this many `entities` per message"
+    )
+    locales: Locales | None = Field(
+        default=None, description="Locale variants of the template: {default: en, fallback: {ca: es}}"
     )
     after: Annotated[list[str], ListOf] = Field(
         default_factory=list,

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import TemplateCheckError, check_template_fields, template_environment
+from campaign_orchestrator.channels.locales import DEFAULT, variant_problems
+from campaign_orchestrator.channels.template_renderer import step_variants
+from campaign_orchestrator.channels.templating import (
+    TemplateCheckError,
+    TemplateFields,
+    check_template_fields,
+    template_environment,
+    used_variables,
+)
 from campaign_orchestrator.audience.sql_syntax import syntax_problems
 from campaign_orchestrator.run.audience import AudienceError, read_audience_sql, referenced_params
 from campaign_orchestrator.store.declared_schema import declared_columns
@@ -17,7 +25,6 @@ from campaign_orchestrator.store.declared_schema import declared_columns
 if TYPE_CHECKING:
     import psycopg
 
-    from campaign_orchestrator.channels.templating import TemplateFields
     from campaign_orchestrator.config.campaign import CampaignConfig
     from campaign_orchestrator.paths import ProjectPaths
     from campaign_orchestrator.run.enrichment import Enrichment
@@ -39,16 +46,45 @@ def template_fields_of_steps(
     for index, step in enumerate(config.steps):
         if step.channel == "wait":
             continue
-        names = [f"{step.template}/{part}" for part in template_parts(step.channel)]
-        try:
-            fields[step.id] = check_template_fields(env, names)
-        except TemplateCheckError as exc:
-            problems += [f"steps[{index}].template: {problem}" for problem in exc.problems]
-            if exc.partial is not None:  # the parts without problems are checked further
-                fields[step.id] = exc.partial
-        except OSError as exc:  # a missing file: the loader reports it with the field path
-            problems.append(f"steps[{index}].template: {exc}")
+        parts = template_parts(step.channel)
+        if not parts:  # direct mail: no template
+            continue
+        variants = step_variants(step, paths)
+        read: list[TemplateFields] = []
+        used: dict[str, dict[str, frozenset[str]]] = {}
+        missing: dict[str, list[str]] = {}
+        for variant in variants.variants or (DEFAULT,):
+            folder = variants.folder(variant)
+            missing[variant] = [p for p in parts if not (paths.templates / folder / p).is_file()]
+            names = [f"{folder}/{part}" for part in parts if part not in missing[variant]]
+            if not variants.localized:
+                names = [f"{folder}/{part}" for part in parts]  # a missing part: the error says which
+                missing.pop(variant)
+            try:
+                read.append(check_template_fields(env, names))
+                used[variant] = {name.rsplit("/", 1)[1]: used_variables(env, [name]) for name in names}
+            except TemplateCheckError as exc:
+                problems += [f"steps[{index}].template: {problem}" for problem in exc.problems]
+                if exc.partial is not None:  # the parts without problems are checked further
+                    read.append(exc.partial)
+            except OSError as exc:  # a missing file: the loader reports it with the field path
+                problems.append(f"steps[{index}].template: {exc}")
+        if variants.localized or variants.default is None:
+            problems += [
+                f"steps[{index}].template: {problem}" for problem in variant_problems(variants, parts, used, missing)
+            ]
+        if read:
+            fields[step.id] = _union_fields(read)
     return fields, problems
+
+
+def _union_fields(read: list[TemplateFields]) -> TemplateFields:
+    return TemplateFields(
+        profile=tuple(sorted({f for t in read for f in t.profile})),
+        entity=tuple(sorted({p for t in read for p in t.entity})),
+        entities=tuple(sorted({p for t in read for p in t.entities})),
+        uses_entities=any(t.uses_entities for t in read),
+    )
 
 
 def check_campaign_templates(config: CampaignConfig, paths: ProjectPaths) -> list[str]:

@@ -106,9 +106,19 @@ def preview_campaign(
 class RenderedMessage:
     excluded_reason: str | None = None
     payload: bytes | None = None
+    variant: str | None = None
+    """The template variant rendered (``default``, or a locale's)."""
+    variant_reason: str | None = None
+    """How the profile's locale chose it, when the template has locale variants."""
 
     def readable(self) -> str:
         assert self.payload is not None
+        if isinstance(self.payload, str):  # an SMS
+            return self.payload
+        if not isinstance(self.payload, bytes):  # push, webhook: a JSON value
+            import json
+
+            return json.dumps(self.payload, indent=2, ensure_ascii=False, default=str)
         msg = message_from_bytes(self.payload, policy=policy.default)
         headers = "\n".join(f"{k}: {v}" for k, v in msg.items())
         text = msg.get_body(("plain",))
@@ -170,4 +180,8 @@ def render_for_profile(
         if enrichment is not None and enrichment.attach(conn, run_key, [recipient]):
             return RenderedMessage(f"entity_not_found: its {enrichment.plan.entity} {entity_key} no longer exists")
         outbound = renderer.render(recipient)
-    return RenderedMessage(payload=outbound.payload)
+        variants = getattr(renderer, "variants", None)
+        chosen = None
+        if variants is not None and variants.localized:
+            chosen = variants.choose(profile.get("locale")).explain()
+    return RenderedMessage(payload=outbound.payload, variant=outbound.variant, variant_reason=chosen)

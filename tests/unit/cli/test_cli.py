@@ -248,3 +248,35 @@ def test_env_prints_what_make_sets_for_a_shell_of_ones_own(capsys, monkeypatch) 
     assert f"export AIRFLOW__CORE__DAGS_FOLDER={ROOT / 'dags'}" in out
     assert f"export CAMPAIGNS_EMBEDDED_STORE={ROOT / '.campaign-store'}" in out
     assert "AIRFLOW_CONN_CAMPAIGN_UNSUBSCRIBE" not in out  # the tests' own is kept
+
+
+@pytest.mark.integration
+def test_render_shows_the_variant_each_locale_gets_and_why(store, capsys) -> None:
+    generate_demo_data(store, profiles=800, seed=3)
+    subjects = {"en": "our winter sale is on", "fr": "nos soldes d'hiver", "de": "Winterschlussverkauf",
+                "es": "rebajas de invierno", "it": "saldi invernali"}
+    sendable = dict(store.execute(
+        """
+        SELECT DISTINCT ON (p.locale) p.locale, p.profile_id FROM crm.profile p JOIN crm.consent c USING (profile_id)
+        WHERE c.channel = 'email' AND c.status = 'opted_in' AND p.email ~ '^[a-z.0-9]+@example\\.com$'
+          AND EXISTS (SELECT 1 FROM crm.subscription s WHERE s.profile_id = p.profile_id AND s.status = 'active')
+          AND NOT EXISTS (SELECT FROM crm.suppression s WHERE s.address = lower(btrim(p.email)))
+        ORDER BY p.locale, p.profile_id
+        """
+    ).fetchall())
+    assert set(sendable) == set(subjects)
+    for locale, profile_id in sendable.items():
+        assert main(["render", "winter_sale", "--profile", str(profile_id)]) == 0
+        out = capsys.readouterr().out
+        assert subjects[locale] in out, (locale, out[:400])
+        expected = "default" if locale == "en" else locale
+        assert f"Template: variant {expected} (" in out
+    # A regional locale goes to its language; one with no variant at all to the default.
+    store.execute("UPDATE crm.profile SET locale = 'fr-CA' WHERE profile_id = %s", (sendable["fr"],))
+    store.execute("UPDATE crm.profile SET locale = 'pt-BR' WHERE profile_id = %s", (sendable["de"],))
+    assert main(["render", "winter_sale", "--profile", str(sendable["fr"])]) == 0
+    out = capsys.readouterr().out
+    assert "Template: variant fr (profile locale 'fr-CA': fr-ca → fr)" in out and subjects["fr"] in out
+    assert main(["render", "winter_sale", "--profile", str(sendable["de"])]) == 0
+    out = capsys.readouterr().out
+    assert "Template: variant default (profile locale 'pt-BR': pt-br → pt → default)" in out and subjects["en"] in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from campaign_orchestrator.channels.email.render import message_id
+from campaign_orchestrator.channels.messages import email_message_id as message_id
 from campaign_orchestrator.feedback.verp import VerpNotConfigured, VerpSettings, settings_from_extras
 
 SECRET = "verp-unit-secret-0123456789"

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from campaign_orchestrator.channels.base import Sender
-    from campaign_orchestrator.channels.email.render import CampaignInfo, EmailRenderer
+    from campaign_orchestrator.channels.messages import CampaignInfo
+    from campaign_orchestrator.channels.email.render import EmailRenderer
     from campaign_orchestrator.config.channels import EmailStep
     from campaign_orchestrator.paths import ProjectPaths
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from campaign_orchestrator.channels.base import Sender
-    from campaign_orchestrator.channels.email.render import CampaignInfo
+    from campaign_orchestrator.channels.messages import CampaignInfo
     from campaign_orchestrator.channels.push.render import PushRenderer
     from campaign_orchestrator.config.channels import PushStep
     from campaign_orchestrator.paths import ProjectPaths

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from campaign_orchestrator.channels.base import Sender
-    from campaign_orchestrator.channels.email.render import CampaignInfo
+    from campaign_orchestrator.channels.messages import CampaignInfo
     from campaign_orchestrator.channels.sms.render import SmsRenderer
     from campaign_orchestrator.config.channels import SmsStep
     from campaign_orchestrator.paths import ProjectPaths

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from campaign_orchestrator.channels.base import Sender
-    from campaign_orchestrator.channels.email.render import CampaignInfo
+    from campaign_orchestrator.channels.messages import CampaignInfo
     from campaign_orchestrator.channels.webhook.render import WebhookRenderer
     from campaign_orchestrator.config.channels import WebhookStep
     from campaign_orchestrator.paths import ProjectPaths

@@ -52,7 +52,7 @@ from requests import exceptions as rex
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from campaign_orchestrator.channels.base import Outcome, Sender
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
+from campaign_orchestrator.channels.messages import MESSAGE_ID_NAMESPACE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -32,17 +32,14 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from campaign_orchestrator.channels.base import Outbound, Renderer, RenderRejected
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
-from campaign_orchestrator.channels.registry import template_parts
-from campaign_orchestrator.channels.templating import check_template_fields, require_template_parts
+from campaign_orchestrator.channels.base import Outbound, RenderRejected
+from campaign_orchestrator.channels.messages import ledger_uuid
+from campaign_orchestrator.channels.template_renderer import TemplateRenderer
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
 
     from campaign_orchestrator.channels.base import Recipient
-    from campaign_orchestrator.channels.templating import TemplateFields
-    from campaign_orchestrator.channels.email.render import CampaignInfo
+    from campaign_orchestrator.channels.messages import CampaignInfo
     from campaign_orchestrator.config.channels import WebhookStep
     from campaign_orchestrator.paths import ProjectPaths
 
@@ -99,11 +96,11 @@ def parse_payload(text: str, template: str) -> Any:
 
 def webhook_message_id(run_key: int, step_id: str, profile_id: int, entity_key: str) -> str:
     """The message's idempotency key: the same message always gets the same one, across
-    retries and attempts (the namespace is the email channel's, fixed forever)."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{run_key}:{step_id}:{profile_id}:{entity_key}"))
+    retries and attempts."""
+    return ledger_uuid(run_key, step_id, profile_id, entity_key)
 
 
-class WebhookRenderer(Renderer):
+class WebhookRenderer(TemplateRenderer):
     """Renders ``payload.json`` of a step's template folder into the object the sender POSTs.
 
     :param step: the webhook step.
@@ -113,6 +110,8 @@ class WebhookRenderer(Renderer):
     :param template: template folder under ``include/templates``; defaults to ``step.template``.
     """
 
+    channel = "webhook"
+
     def __init__(
         self,
         step: WebhookStep,
@@ -121,40 +120,15 @@ class WebhookRenderer(Renderer):
         paths: ProjectPaths,
         template: str | None = None,
     ) -> None:
-        self.step = step
-        self.run_key = run_key
-        self.template = template or step.template
-        folder = paths.templates / self.template
-        require_template_parts(folder, self.template, template_parts("webhook"))
-        env = json_template_environment(paths.templates)
-        self._name = f"{self.template}/{PAYLOAD}"
-        self._template_fields = check_template_fields(env, [self._name])
-        self._fields = self._template_fields.profile
-        self._payload = env.get_template(self._name)
-        self._campaign = {"id": campaign.id, "description": campaign.description}
+        super().__init__(step, campaign, run_key, paths, template, environment=json_template_environment(paths.templates))
 
-    @property
-    def profile_fields(self) -> Sequence[str]:
-        return self._fields
-
-    @property
-    def template_fields(self) -> TemplateFields:
-        return self._template_fields
-
-    def context(self, recipient: Recipient, message_id: str) -> dict[str, Any]:
-        return {
-            "profile": recipient.profile,
-            "campaign": self._campaign,
-            "entity_key": recipient.entity_key,
-            "entity": recipient.entity,
-            "entities": recipient.entities,
-            "message": {"id": message_id},
-        }
-
-    def render_text(self, recipient: Recipient, message_id: str) -> str:
-        return self._payload.render(self.context(recipient, message_id))
+    def render_text(self, recipient: Recipient, message_id: str) -> tuple[str, str, str]:
+        """The rendered text, the variant and its template name."""
+        variant = self.templates_for(recipient)
+        name = f"{self.variants.folder(variant.variant)}/{PAYLOAD}"
+        return variant.parts[PAYLOAD].render(self.context(recipient, message_id)), variant.variant, name
 
     def render(self, recipient: Recipient) -> Outbound:
         mid = webhook_message_id(self.run_key, self.step.id, recipient.profile_id, recipient.entity_key)
-        payload = parse_payload(self.render_text(recipient, mid), self._name)
-        return Outbound(recipient=recipient, payload=payload, message_id=mid)
+        text, variant, name = self.render_text(recipient, mid)
+        return Outbound(recipient=recipient, payload=parse_payload(text, name), message_id=mid, variant=variant)

@@ -12,7 +12,7 @@ from campaign_orchestrator.channels.base import Outbound, Recipient
 from campaign_orchestrator.channels.email import build_email_channel
 from campaign_orchestrator.channels.email.mime import MimeBuilder
 from campaign_orchestrator.channels.email.relay import RELAYS
-from campaign_orchestrator.channels.email.render import message_id
+from campaign_orchestrator.channels.messages import email_message_id as message_id
 from campaign_orchestrator.channels.email.smtp import SmtpSender
 from campaign_orchestrator.config.channels import EmailStep
 from campaign_orchestrator.paths import ProjectPaths

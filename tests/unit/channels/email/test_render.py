@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from campaign_orchestrator.channels.base import Recipient, RenderRejected
 from campaign_orchestrator.channels.email import build_email_channel
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE, EmailRenderer, message_id, message_uuid
+from campaign_orchestrator.channels.messages import MESSAGE_ID_NAMESPACE, email_message_id as message_id, message_uuid
+from campaign_orchestrator.channels.email.render import EmailRenderer
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.config.channels import EmailStep
 from campaign_orchestrator.paths import ProjectPaths

@@ -10,7 +10,7 @@ from campaign_orchestrator.channels.base import Recipient, RenderRejected
 from campaign_orchestrator.channels.push import build_push_channel
 from campaign_orchestrator.channels.push.render import PushRenderer
 from campaign_orchestrator.channels.push.sns import SnsPushSender, push_message
-from campaign_orchestrator.channels.sms.render import message_id
+from campaign_orchestrator.channels.messages import ledger_uuid as message_id
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.config.channels import PushStep
 from campaign_orchestrator.paths import ProjectPaths

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from campaign_orchestrator.channels.base import Recipient, RenderRejected
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
+from campaign_orchestrator.channels.messages import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.sms import build_sms_channel
-from campaign_orchestrator.channels.sms.render import SmsRenderer, message_id
+from campaign_orchestrator.channels.messages import ledger_uuid as message_id
+from campaign_orchestrator.channels.sms.render import SmsRenderer
 from campaign_orchestrator.channels.sms.sns import SnsSmsSender, sms_type
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.config.channels import SmsStep

@@ -11,7 +11,7 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from campaign_orchestrator.channels.base import Recipient, RenderRejected
-from campaign_orchestrator.channels.email.render import MESSAGE_ID_NAMESPACE
+from campaign_orchestrator.channels.messages import MESSAGE_ID_NAMESPACE
 from campaign_orchestrator.channels.templating import TemplateCheckError
 from campaign_orchestrator.channels.webhook import build_webhook_channel
 from campaign_orchestrator.channels.webhook.render import WebhookRenderer, json_literal, webhook_message_id
