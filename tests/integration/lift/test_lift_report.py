@@ -90,4 +90,4 @@ def test_a_holdout_without_a_conversion_table_says_what_to_add(store, tmp_path, 
     seed_run(store, profiles=30)
     assert main(["report", CAMPAIGN_ID]) == 0
     out = capsys.readouterr().out
-    assert "names no conversion table; add e.g." in out and "window: 7d" in out
+    assert "Lift: the campaign holds members out but names no conversion table; add e.g." in out and "window: 7d" in out
