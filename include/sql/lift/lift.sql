@@ -20,6 +20,7 @@ WITH per_step AS (
     SELECT step_id, profile_id,
            bool_or(status = 'held_out') AS held_out,
            bool_or(status IN ('sent', 'rendered')) AS sent,
+           bool_or(reason = 'condition_not_met') AS turned_away,
            min(created_at) AS targeted_at
     FROM campaign.message
     WHERE run_key = %(run_key)s
@@ -31,9 +32,9 @@ opens AS (
     SELECT '', min(targeted_at) FROM per_step HAVING count(*) > 0
 ),
 recipient AS (
-    SELECT step_id, profile_id, held_out, sent FROM per_step
+    SELECT step_id, profile_id, held_out, sent, turned_away FROM per_step
     UNION ALL
-    SELECT '', member.profile_id, member.held_out, coalesce(reached.sent, false)
+    SELECT '', member.profile_id, member.held_out, coalesce(reached.sent, false), false
     FROM (
         SELECT profile_id, bool_or(held_out) AS held_out
         FROM campaign.audience_member WHERE run_key = %(run_key)s GROUP BY profile_id
@@ -57,6 +58,9 @@ SELECT recipient.step_id,
        opens.started_at + %(window)s AS closes_at,
        count(*) AS recipients,
        count(*) FILTER (WHERE recipient.sent) AS sent,
+       -- Turned away by the step's own condition (they leave the branch: later steps' groups
+       -- are no longer drawn alike when any were).
+       count(*) FILTER (WHERE recipient.turned_away) AS turned_away,
        count(converted.profile_id) AS converted,
        coalesce(sum(converted.revenue), 0) AS revenue,
        -- Each recipient's revenue, 0 without a conversion: mean and sample variance, computed

@@ -104,7 +104,7 @@ def build_chart(lift: RunLift) -> LiftChart:
             for position, (name, label, group) in enumerate(groups)
         ]
         marker = None
-        if step.absolute is not None and step.absolute_interval is not None:
+        if step.absolute is not None and step.absolute_interval is not None and _converted(step):
             low, high = step.absolute_interval
             direction = "up" if low > 0 else "down" if high < 0 else "flat"
             marker = Marker(lift_x(step.absolute), lift_x(low), lift_x(high), y + HEADER + BAR_ROW - 3, direction)
@@ -132,9 +132,15 @@ def _bar(name: str, label: str, group: Group, y: float, rate_x: Callable[[float]
     )
 
 
+def _converted(step: StepLift) -> int:
+    return step.treated.converted + step.held_out.converted
+
+
 def _lift_text(step: StepLift) -> str:
     if step.absolute is None:
         return "not enough data"
+    if not _converted(step):
+        return "no conversion yet"
     return f"{points(step.absolute)} {interval_text(step.absolute_interval, points)}"
 
 

@@ -44,6 +44,8 @@ class Group:
 
     recipients: int
     sent: int
+    turned_away: int
+    """Recipients the step's own condition turned away (they count here, and leave the branch)."""
     converted: int
     """Recipients with at least one conversion within the window."""
     revenue: float
@@ -155,8 +157,11 @@ def compute_lift(conn: psycopg.Connection, run_key: int, config: CampaignConfig)
     step_ids = sorted((s for s in groups if s != WHOLE_CAMPAIGN), key=lambda s: (order.get(s, len(order)), s))
     if WHOLE_CAMPAIGN in groups and len(step_ids) > 1:
         step_ids.append(WHOLE_CAMPAIGN)
+    turned_away = {
+        step_id: sum(int(counts[4]) for counts in by_group.values()) for step_id, by_group in groups.items()
+    }
     for step_id in step_ids:
-        lift.steps.append(_step_lift(step_id, groups[step_id], config))
+        lift.steps.append(_step_lift(step_id, groups[step_id], config, turned_away))
     return lift
 
 
@@ -180,22 +185,27 @@ def _now(conn: psycopg.Connection) -> datetime:
     return conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
 
 
-_EMPTY = Group(0, 0, 0, 0.0, 0.0, 0.0)
+_EMPTY = Group(0, 0, 0, 0, 0.0, 0.0, 0.0)
 
 
 def _group(counts: tuple[Any, ...] | None) -> Group:
     if counts is None:
         return _EMPTY
-    recipients, sent, converted, revenue, mean, variance = counts[2:]
-    return Group(int(recipients), int(sent), int(converted), float(revenue), float(mean or 0), float(variance or 0))
+    recipients, sent, turned_away, converted, revenue, mean, variance = counts[2:]
+    return Group(
+        int(recipients), int(sent), int(turned_away), int(converted),
+        float(revenue), float(mean or 0), float(variance or 0),
+    )
 
 
-def _step_lift(step_id: str, by_group: dict[bool, tuple[Any, ...]], config: CampaignConfig) -> StepLift:
+def _step_lift(
+    step_id: str, by_group: dict[bool, tuple[Any, ...]], config: CampaignConfig, turned_away: dict[str, int]
+) -> StepLift:
     any_group = by_group.get(False) or by_group[True]
     treated, held_out = _group(by_group.get(False)), _group(by_group.get(True))
     lift = StepLift(
         step_id or None, any_group[0], any_group[1], treated, held_out,
-        caveat=_caveat(config, step_id) if step_id else "",
+        caveat=_caveat(config, step_id, turned_away) if step_id else "",
     )
     if not held_out.recipients:
         lift.status, lift.note = "no_holdout", "no held-out recipient to compare with"
@@ -232,23 +242,25 @@ def _step_lift(step_id: str, by_group: dict[bool, tuple[Any, ...]], config: Camp
     return lift
 
 
-def _caveat(config: CampaignConfig, step_id: str) -> str:
+def _caveat(config: CampaignConfig, step_id: str, turned_away: dict[str, int]) -> str:
     """Why held-out and treated recipients of ``step_id`` were not drawn alike, if so.
 
     Held-out members pass every condition (they flow on to keep the holdout whole), so after a
-    step whose ``when`` turned treated members away, the treated who remain are a selection
-    (e.g. the non-openers) and the held out are not. A segment drawn by rules holds chosen
-    members, while the held out of its step are the whole holdout. The step's own condition
-    is no such bias: whoever it turned away still counts as treated here.
+    step whose ``when`` turned treated members away (``turned_away``: per step, in this run),
+    the treated who remain are a selection (e.g. the non-openers) and the held out are not. A
+    segment drawn by rules holds chosen members, while the held out of its step are the whole
+    holdout. The step's own condition is no such bias: whoever it turned away still counts as
+    treated here.
     """
     try:
         step = config.step(step_id)
     except KeyError:
         return ""
     reasons = []
-    filtered = sorted(_upstream_conditions(config, step_id))
+    filtered = sorted(ref for ref in _upstream_conditions(config, step_id) if turned_away.get(ref))
     if filtered:
-        reasons.append(f"the conditions of {', '.join(filtered)} turned treated members away before this step")
+        counts = ", ".join(f"{ref} ({turned_away[ref]:,})" for ref in filtered)
+        reasons.append(f"the conditions of {counts} turned treated members away before this step")
     split = config.audience.split
     if getattr(step, "segment", None) and split is not None and split.rules is not None:
         reasons.append(f"segment {step.segment} was chosen by rules, the held out are the whole holdout")

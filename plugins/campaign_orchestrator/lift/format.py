@@ -72,7 +72,7 @@ def _step_lines(step: StepLift, revenue: bool, lift: RunLift) -> list[str]:
     if step.status == "no_holdout":
         return lines + [f"{_INDENT}no holdout: {step.note}"]
     lines.append(_group_line("", "held out", step.held_out, revenue))
-    if step.status == "not_enough_data":
+    if step.status == "not_enough_data" or not step.treated.converted + step.held_out.converted:
         lines.append(f"{_INDENT}{step.note}")
     else:
         relative = signed_percent(step.relative) if step.relative is not None else "n/a"

@@ -73,11 +73,16 @@ class SeededRun:
     bookings: list[Booking] = field(default_factory=list)
 
 
-def seed_run(store, profiles: int = 500, outsiders: int = 10, **options) -> SeededRun:
+def seed_run(store, profiles: int = 500, outsiders: int = 10, after_step=None, steps=None, **options) -> SeededRun:
     """Profiles 1..``profiles`` are the audience (every tenth opted out of email: excluded, yet
     treated), ``outsiders`` more are not; a run of ``campaign_dict(profiles, **options)``
-    evaluated with its holdout and both steps targeted, the sendable messages stamped sent."""
-    config = CampaignConfig.model_validate(campaign_dict(profiles, **options))
+    evaluated with its holdout and both steps targeted, the sendable messages stamped sent.
+    ``steps`` replaces the campaign's steps; ``after_step(run_key, step_id)`` runs after each
+    step is sent (feedback before the next step's conditions)."""
+    data = campaign_dict(profiles, **options)
+    if steps is not None:
+        data["steps"] = steps
+    config = CampaignConfig.model_validate(data)
     add_profiles(store, [
         {"profile_id": i, "email": f"u{i}@example.com", "phone": f"+336{i:08d}", "first_name": "A",
          "consent": {"email": "opted_out" if i % 10 == 3 else "opted_in", "sms": "opted_in"}}
@@ -96,6 +101,8 @@ def seed_run(store, profiles: int = 500, outsiders: int = 10, **options) -> Seed
             "WHERE run_key = %s AND step_id = %s AND status = 'pending'",
             (run_key, step.id),
         )
+        if after_step is not None:
+            after_step(run_key, step.id)
         time.sleep(0.02)  # the next step starts strictly later
     members = store.execute(
         "SELECT profile_id, bool_or(held_out) FROM campaign.audience_member WHERE run_key = %s GROUP BY profile_id",

@@ -175,3 +175,43 @@ def test_a_column_the_store_lacks_is_named_with_the_fix(store, tmp_path) -> None
     data["conversion"]["table"] = "crm.bookings"
     with pytest.raises(LiftError, match="the store has no table crm.bookings"):
         compute_lift(store, seeded.run_key, CampaignConfig.model_validate(data))
+
+
+def test_after_a_condition_the_step_counts_who_it_turned_away_and_the_next_is_flagged(store) -> None:
+    mail = {"id": "mail", "channel": "email", "template": "winter_sale", "sender": "S <s@shop.example>"}
+    steps = [
+        mail,
+        {"id": "sms", "channel": "sms", "template": "winter_sale_sms", "after": "mail",
+         "when": {"step": "mail", "outcome": "not_opened"}},
+        {**mail, "id": "reminder", "after": "sms"},
+    ]
+    opened: set[int] = set()
+
+    def open_some(run_key: int, step_id: str) -> None:
+        if step_id != "mail":
+            return
+        rows = store.execute(
+            "SELECT profile_id FROM campaign.message WHERE run_key = %s AND step_id = 'mail' AND status = 'sent' "
+            "AND profile_id %% 3 = 0", (run_key,)).fetchall()
+        opened.update(p for (p,) in rows)
+        store.execute(
+            "INSERT INTO campaign.delivery_event (provider_message_id, run_key, step_id, profile_id, entity_key, "
+            "channel, event_type, occurred_at, provider_event_id) "
+            "SELECT 'm-' || p, %s, 'mail', p, '', 'email', 'opened', now(), 'e-' || p FROM unnest(%s::bigint[]) AS p",
+            (run_key, sorted(opened)),
+        )
+
+    seeded = seed_run(store, profiles=300, steps=steps, after_step=open_some)
+    book(store, seeded, standard_bookings(seeded))
+    lift = by_label(compute_lift(store, seeded.run_key, seeded.config))
+    treated = seeded.audience - seeded.held_out
+    # Intention to treat: the openers the SMS step turned away still count as its treated.
+    assert opened and lift["sms"].treated.recipients == len(treated)
+    assert lift["sms"].treated.turned_away == len(opened) and lift["sms"].caveat == ""
+    # They left the branch: the reminder's treated are the rest, its held out the whole holdout.
+    assert lift["reminder"].treated.recipients == len(treated - opened)
+    assert lift["reminder"].held_out.recipients == len(seeded.held_out)
+    assert lift["reminder"].caveat.startswith(
+        f"not a randomised comparison: the conditions of sms ({len(opened):,}) turned treated members away"
+    )
+    assert lift[None].caveat == "" and lift[None].treated.recipients == len(treated)
