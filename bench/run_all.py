@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "lift")
 
 
 def main() -> int:
@@ -60,6 +60,8 @@ def main() -> int:
         "enrichment": ("Split by rules and entity enrichment vs bare baselines",
                        ["bench_enrichment.py", "--profiles", str(args.channel_profiles), *dsn,
                         "--json", str(RESULTS / "enrichment.json")]),
+        "lift": (f"Holdout lift of a {args.profiles:,}-profile, 3-step run vs bare passes over its ledger",
+                 ["bench_lift.py", "--profiles", str(args.profiles), *dsn, "--json", str(RESULTS / "lift.json")]),
     }
     failed = []
     loads = []
