@@ -44,6 +44,7 @@ class Group:
 
     recipients: int
     sent: int
+    """Recipients sent a message (or rendered, in a dry run); counted per step, 0 for the whole campaign."""
     turned_away: int
     """Recipients the step's own condition turned away (they count here, and leave the branch)."""
     converted: int

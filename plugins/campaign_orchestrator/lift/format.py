@@ -50,28 +50,32 @@ def format_lift(lift: RunLift) -> str:
         "treated: every recipient not held out, sent or not (intention to treat); "
         "* the absolute lift's interval excludes 0",
     ]
-    header = f"{'step':<20} {'group':<10} {'recipients':>10} {'converted':>10} {'rate':>8}"
+    header = f"{'step':<20} {'group':<10} {'recipients':>10} {'sent':>8} {'converted':>10} {'rate':>8}"
     if revenue:
         header += f" {'revenue/recip.':>15}"
     lines += [header, "-" * len(header)]
     for step in lift.steps:
         lines += _step_lines(step, revenue, lift)
+    if not lift.steps:
+        lines.append("no step of this run has been targeted yet")
     return "\n".join(lines)
 
 
-def _group_line(label: str, name: str, group: Group, revenue: bool) -> str:
+def _group_line(label: str, name: str, group: Group, revenue: bool, whole: bool) -> str:
     rate = f"{100 * group.rate:.2f}%" if group.rate is not None else "–"
-    line = f"{label[:20]:<20} {name:<10} {group.recipients:>10,} {group.converted:>10,} {rate:>8}"
+    sent = "–" if whole or name == "held out" else f"{group.sent:,}"
+    line = f"{label[:20]:<20} {name:<10} {group.recipients:>10,} {sent:>8} {group.converted:>10,} {rate:>8}"
     if revenue:
         line += f" {group.revenue_mean:>15,.2f}"
     return line
 
 
 def _step_lines(step: StepLift, revenue: bool, lift: RunLift) -> list[str]:
-    lines = [_group_line(step.label, "treated", step.treated, revenue)]
+    whole = step.step_id is None
+    lines = [_group_line(step.label, "treated", step.treated, revenue, whole)]
     if step.status == "no_holdout":
         return lines + [f"{_INDENT}no holdout: {step.note}"]
-    lines.append(_group_line("", "held out", step.held_out, revenue))
+    lines.append(_group_line("", "held out", step.held_out, revenue, whole))
     if step.status == "not_enough_data" or not step.treated.converted + step.held_out.converted:
         lines.append(f"{_INDENT}{step.note}")
     else:

@@ -9,6 +9,7 @@ read from the frozen snapshot (the hash draws it), the steps' start from their l
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -73,12 +74,16 @@ class SeededRun:
     bookings: list[Booking] = field(default_factory=list)
 
 
-def seed_run(store, profiles: int = 500, outsiders: int = 10, after_step=None, steps=None, **options) -> SeededRun:
+def seed_run(
+    store, profiles: int = 500, outsiders: int = 10, after_step=None, steps=None, audience_sql: str | None = None,
+    **options,
+) -> SeededRun:
     """Profiles 1..``profiles`` are the audience (every tenth opted out of email: excluded, yet
     treated), ``outsiders`` more are not; a run of ``campaign_dict(profiles, **options)``
     evaluated with its holdout and both steps targeted, the sendable messages stamped sent.
     ``steps`` replaces the campaign's steps; ``after_step(run_key, step_id)`` runs after each
-    step is sent (feedback before the next step's conditions)."""
+    step is sent (feedback before the next step's conditions); ``audience_sql`` replaces the
+    audience's SELECT (e.g. one returning entity keys)."""
     data = campaign_dict(profiles, **options)
     if steps is not None:
         data["steps"] = steps
@@ -91,9 +96,12 @@ def seed_run(store, profiles: int = 500, outsiders: int = 10, after_step=None, s
     store.execute("INSERT INTO crm.product (product_id, sku, name, category, price) VALUES (1, 'TRIP-1', 'Trip', 'city', 100)")
     run_key = register_run(store, config.id, "manual__lift", None, {})
     audience = config.audience
-    evaluate_audience(
-        store, run_key, ProjectPaths.discover().sql / audience.sql, dict(audience.params), None, holdout=audience.holdout
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        source, params = ProjectPaths.discover().sql / audience.sql, dict(audience.params)
+        if audience_sql is not None:
+            source, params = Path(folder) / "audience.sql", {}
+            source.write_text(audience_sql)
+        evaluate_audience(store, run_key, source, params, None, holdout=audience.holdout)
     for step in config.message_steps:
         target_step(store, run_key, config, step)
         store.execute(

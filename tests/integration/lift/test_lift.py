@@ -140,15 +140,15 @@ def test_tiny_groups_report_not_enough_data(store, tmp_path) -> None:
     assert (mail.treated.recipients, mail.held_out.recipients) == (treated, held)
 
 
-def test_one_profile_with_several_entities_is_one_recipient(store, tmp_path) -> None:
-    seeded = seed_run(store, profiles=60)
-    # A second ledger row per profile (one message per entity) for the email step.
-    store.execute(
-        "INSERT INTO campaign.message (run_key, step_id, profile_id, entity_key, campaign_id, channel, purpose, status, reason) "
-        "SELECT run_key, step_id, profile_id, 'b2', campaign_id, channel, purpose, status, reason "
-        "FROM campaign.message WHERE run_key = %s AND step_id = 'mail'",
+def test_one_profile_with_several_entities_is_one_recipient(store) -> None:
+    # Two bookings per profile in the audience: one message (ledger row) per booking.
+    two_each = "SELECT profile_id, b AS entity_key FROM crm.profile, (VALUES ('b1'), ('b2')) AS v(b) WHERE profile_id <= 60"
+    seeded = seed_run(store, profiles=60, audience_sql=two_each)
+    rows = store.execute(
+        "SELECT count(*), count(DISTINCT profile_id) FROM campaign.message WHERE run_key = %s AND step_id = 'mail'",
         (seeded.run_key,),
-    )
+    ).fetchone()
+    assert rows == (120, 60)
     book(store, seeded, standard_bookings(seeded))
     assert_matches(by_label(compute_lift(store, seeded.run_key, seeded.config))["mail"], expected(seeded, "mail"))
 

@@ -27,8 +27,11 @@ def lift_lines(output: str) -> list[str]:
     return output[output.index("Lift: "):].splitlines()
 
 
+SENT = "SELECT count(*) FROM campaign.message WHERE run_key = %s AND step_id = %s AND status = 'sent'"
+
+
 def group_rows(lines: list[str], label: str) -> tuple[int, dict[str, list[str]]]:
-    """Where a step's rows start, and each group's numbers: recipients, converted, rate,
+    """Where a step's rows start, and each group's numbers: recipients, sent, converted, rate,
     revenue per recipient (columns: step 20 characters, group 10)."""
     index = next(i for i, line in enumerate(lines) if line[:20].strip() == label)
     return index, {line[21:31].strip(): line[32:].split() for line in lines[index:index + 2]}
@@ -54,9 +57,10 @@ def test_report_prints_a_lift_table_per_step_equal_to_the_seeded_data(store, tmp
         revenue_t = f"{sum(want.treated_revenue) / want.treated_n:,.2f}"
         revenue_h = f"{sum(want.held_revenue) / want.held_n:,.2f}"
         index, rows = group_rows(lines, label)
+        sent = "–" if step_id is None else f"{store.execute(SENT, (seeded.run_key, step_id)).fetchone()[0]:,}"
         assert rows == {
-            "treated": [f"{want.treated_n:,}", f"{want.treated_converted:,}", rate_t, revenue_t],
-            "held out": [f"{want.held_n:,}", f"{want.held_converted:,}", rate_h, revenue_h],
+            "treated": [f"{want.treated_n:,}", sent, f"{want.treated_converted:,}", rate_t, revenue_t],
+            "held out": [f"{want.held_n:,}", "–", f"{want.held_converted:,}", rate_h, revenue_h],
         }
         lift_line, revenue_line = lines[index + 2].strip(), lines[index + 3].strip()
         low, high = want.newcombe()
