@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "bench-results"
-BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback", "ingest", "tracking")
+BENCHES = ("mime", "store", "throttle", "channels", "run", "smtp", "parse", "preview", "enrichment", "feedback", "ingest", "tracking", "lift")
 
 
 def main() -> int:
@@ -70,6 +70,8 @@ def main() -> int:
                     *dsn, "--json", str(RESULTS / "ingest.json")]),
         "tracking": ("The tracking endpoint's requests per second (wrk) vs a bare route of the same server",
                      ["bench_tracking.py", *dsn, "--json", str(RESULTS / "tracking.json")]),
+        "lift": (f"Holdout lift of a {args.profiles:,}-profile, 3-step run vs bare passes over its ledger",
+                 ["bench_lift.py", "--profiles", str(args.profiles), *dsn, "--json", str(RESULTS / "lift.json")]),
     }
     failed = []
     loads = []

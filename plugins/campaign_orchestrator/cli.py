@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.set_defaults(handler=cmd_audiences)
 
-    p = sub.add_parser("report", help="print the report of a campaign's latest run (or of every campaign)")
+    p = sub.add_parser(
+        "report", help="print the report of a campaign's latest run (or of every campaign), with its holdout lift"
+    )
     p.add_argument("campaign", nargs="?")
     p.add_argument("--run", help="Airflow run id (default: latest)")
     p.set_defaults(handler=cmd_report)
@@ -319,6 +321,7 @@ def cmd_audiences(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from campaign_orchestrator.config.journey import is_journey
+    from campaign_orchestrator.lift.report import lift_section
     from campaign_orchestrator.run.funnel import compute_funnel, format_funnel
     from campaign_orchestrator.run.report import compute_report, format_report
 
@@ -351,6 +354,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                 # Live: opens, clicks and conversions that arrived after the run are counted.
                 print("\nFunnel per step")
                 print(format_funnel(compute_funnel(conn, run_key, config)))
+            lift = lift_section(conn, run_key, config) if config is not None else None
+            if lift:  # live too: conversions within the window so far
+                print("\n" + lift)
             print()
     return 0
 

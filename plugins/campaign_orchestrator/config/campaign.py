@@ -22,12 +22,30 @@ from campaign_orchestrator.config.steps import WaitStep
 
 
 class Conversion(StrictModel):
-    """What counts as a conversion for ``{converted: ...}`` conditions: a row of a store table
-    for the profile, stamped at or after the run's start."""
+    """What counts as a conversion: a row of a store table for the profile. ``{converted: ...}``
+    conditions look for one stamped at or after the run's start; the lift report counts those
+    within ``window`` of each step's start, and their ``amount_column`` as revenue."""
 
     table: str = Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", description="schema.table, e.g. crm.booking")
     profile_column: str = Field(default="profile_id", pattern=IDENTIFIER)
     time_column: str = Field(default="created_at", pattern=IDENTIFIER, description="When the conversion happened")
+    window: Duration = Field(
+        default=timedelta(days=7),
+        description="Lift counts conversions this long after each step's start (e.g. 7d, 48h); at most 365d",
+    )
+    amount_column: str | None = Field(
+        default=None,
+        pattern=IDENTIFIER,
+        description="A numeric column of the table (e.g. amount): lift also compares revenue per recipient",
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        window = parse_duration(value)
+        if not timedelta(0) < window <= timedelta(days=365):
+            raise ValueError(f"{value!r}: the conversion window must be longer than 0 and at most 365d, e.g. 7d")
+        return window
 
 
 class CampaignConfig(StrictModel):
@@ -51,7 +69,7 @@ class CampaignConfig(StrictModel):
     retry_delay: Duration = timedelta(minutes=5)
     guardrails: Guardrails = Guardrails()
     conversion: Conversion | None = Field(
-        default=None, description="The store table whose rows are conversions, for {converted: ...} conditions"
+        default=None, description="The store table whose rows are conversions, for {converted: ...} conditions and the lift report"
     )
     send_window: Duration | None = Field(
         default=timedelta(hours=12),

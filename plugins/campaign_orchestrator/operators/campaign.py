@@ -454,9 +454,25 @@ class FinalizeRunOperator(CampaignOperator):
 
             with self.connect() as conn:
                 log.info("Funnel per step\n%s", format_funnel(compute_funnel(conn, run_key, config)))
+        self._log_lift(run_key)
         if problems:
             raise AirflowFailException("The run did not complete: " + "; ".join(problems))
         return {"audience_size": int(run[1]), "steps": [r.as_dict() for r in reports]}
+
+    def _log_lift(self, run_key: int) -> None:
+        """Log the holdout lift so far; a report that cannot be computed does not fail the run."""
+        import psycopg
+
+        from campaign_orchestrator.lift.report import lift_section
+
+        try:
+            with self.connect() as conn:
+                section = lift_section(conn, run_key, self.campaign)
+        except psycopg.Error as exc:
+            log.warning("Lift not computed: %s", exc)
+            return
+        if section:
+            log.info("Holdout lift so far (`campaigns report` recomputes it as conversions arrive)\n%s", section)
 
 
 class WaitStepOperator(CampaignOperator):

@@ -239,6 +239,10 @@ def check_campaign_in_store(conn: psycopg.Connection, config: CampaignConfig, pa
         problems.append(f"audience: {exc}")
     problems += check_split_rules_in_store(conn, config, paths)
     problems += check_profile_fields(conn, config, paths)
+    if config.conversion is not None:
+        from campaign_orchestrator.lift.compute import conversion_problems
+
+        problems += conversion_problems(conn, config.conversion)
     return problems
 
 

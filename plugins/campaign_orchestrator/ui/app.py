@@ -1,4 +1,4 @@
-"""The Campaigns FastAPI app: campaign list, run funnels, failed-messages CSV, JSON twins.
+"""The Campaigns FastAPI app: campaign list, run funnels and lift, failed-messages CSV, JSON twins.
 
 Runs inside the Airflow api-server and uses its authentication: a request is identified by
 Airflow's own ``get_user`` dependency (``Authorization: Bearer <JWT>``, or the ``_token``
@@ -25,6 +25,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
 from campaign_orchestrator.config.loader import LoadResult, load_campaigns
+from campaign_orchestrator.lift.format import duration_text
 from campaign_orchestrator.paths import ProjectPaths
 from campaign_orchestrator.store.connect import store_connection
 from campaign_orchestrator.ui import data, freshness
@@ -69,7 +70,7 @@ def create_app() -> FastAPI:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    templates.filters.update(num=_num, when=_when, pct=_pct, span=freshness.span)
+    templates.filters.update(num=_num, when=_when, pct=_pct, span=freshness.span, duration=duration_text)
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("user", None)
@@ -127,12 +128,12 @@ def create_app() -> FastAPI:
 
     @app.get("/run/{run_key}", response_class=HTMLResponse, name="run_page")
     def run_page(request: Request, run_key: int, user: GetUserDep) -> HTMLResponse:
-        run, funnels, config = _run(user, run_key)
-        return render(request, "run.html", run=run, funnels=funnels, config=config)
+        run, funnels, config, lift = _run(user, run_key)
+        return render(request, "run.html", run=run, funnels=funnels, config=config, lift=lift)
 
     @app.get("/api/runs/{run_key}", name="run_api")
     def run_api(request: Request, run_key: int, user: GetUserDep) -> dict[str, Any]:
-        run, funnels, _ = _run(user, run_key)
+        run, funnels, _, lift = _run(user, run_key)
         return {
             "run": run.as_dict(),
             "feedback": funnels.feedback.state,
@@ -140,6 +141,7 @@ def create_app() -> FastAPI:
             "by_channel": [f.as_dict() for f in funnels.by_channel],
             "failed_messages": funnels.failed_messages,
             "failed_messages_csv": f"{_base(request)}/run/{run_key}/failed-messages.csv",
+            "lift": lift.as_dict() if lift else None,
         }
 
     @app.get("/run/{run_key}/failed-messages.csv", name="failed_messages_csv")
@@ -258,7 +260,9 @@ def _campaign_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run(user: BaseUser, run_key: int) -> tuple[data.RunInfo, data.RunFunnels, CampaignConfig | None]:
+def _run(
+    user: BaseUser, run_key: int
+) -> tuple[data.RunInfo, data.RunFunnels, CampaignConfig | None, data.LiftView | None]:
     loaded = _load()
     with _store() as conn:
         run = data.get_run(conn, run_key)
@@ -268,7 +272,8 @@ def _run(user: BaseUser, run_key: int) -> tuple[data.RunInfo, data.RunFunnels, C
         config = loaded.configs[run.campaign_id][1] if run.campaign_id in loaded.configs else None
         steps = [(s.id, s.channel) for s in config.message_steps] if config else []
         funnels = data.run_funnels(conn, run_key, steps)
-    return run, funnels, config
+        lift = data.run_lift(conn, run_key, config) if config else None
+    return run, funnels, config, lift
 
 
 def _num(value: int | None) -> str:

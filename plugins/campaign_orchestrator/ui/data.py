@@ -236,6 +236,32 @@ def run_funnels(conn: psycopg.Connection, run_key: int, config_steps: list[tuple
     return RunFunnels(by_step, list(by_channel.values()), feedback)
 
 
+@dataclass(frozen=True)
+class LiftView:
+    """A run's holdout lift and its chart, or why there is none (``error``)."""
+
+    lift: Any = None
+    """:class:`campaign_orchestrator.lift.compute.RunLift`"""
+    chart: Any = None
+    """:class:`campaign_orchestrator.lift.chart.LiftChart`"""
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": self.error, **(self.lift.as_dict() if self.lift else {})}
+
+
+def run_lift(conn: psycopg.Connection, run_key: int, config: Any) -> LiftView | None:
+    """The lift of a run with a holdout, computed on request (so conversions that arrived since
+    are counted); None when the campaign neither holds out nor has a conversion table."""
+    from campaign_orchestrator.lift.chart import build_chart
+    from campaign_orchestrator.lift.report import lift_to_show
+
+    lift, problem = lift_to_show(conn, run_key, config)
+    if problem:
+        return LiftView(error=problem)
+    return LiftView(lift, build_chart(lift)) if lift else None
+
+
 def failed_messages_csv(
     connect: Callable[[], psycopg.Connection], run_key: int, chunk_rows: int = 2000
 ) -> Iterator[str]:
@@ -292,6 +318,7 @@ __all__ = [
     "Feedback",
     "Funnel",
     "FunnelRow",
+    "LiftView",
     "RunFunnels",
     "RunInfo",
     "RunSummary",
@@ -301,4 +328,5 @@ __all__ = [
     "get_run",
     "latest_runs",
     "run_funnels",
+    "run_lift",
 ]

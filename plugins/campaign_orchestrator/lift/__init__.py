@@ -1,0 +1,1 @@
+"""Holdout lift: did the campaign change what its recipients did? See ``compute.py``."""
